@@ -1,0 +1,279 @@
+"""`settler-jobs`: run the system, submit and inspect jobs, triage dead letters."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from settler_jobs import dead_letters, dlq, logs, runner
+from settler_jobs.cli_output import emit, emit_counts, emit_dlq, emit_job, emit_jobs
+from settler_jobs.config import Settings
+from settler_jobs.domain import JobState, PriorityClass, Tier
+from settler_jobs.errors import (
+    ConfigError,
+    InvalidJob,
+    InvalidState,
+    NotFound,
+    QueueUnavailable,
+    SettlerError,
+)
+from settler_jobs.queue import Submission
+from settler_jobs.services import Services, open_services
+from settler_jobs.storage.migrate import upgrade_async
+
+T = TypeVar("T")
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+job_app = typer.Typer(help="Inspect and steer single jobs.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-letter queue: review, retry, resolve.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(db_app, name="db")
+
+# Exit codes, one per error family: scripts can tell "fix your input" from "try later".
+EXIT_CODES: dict[type[SettlerError], int] = {
+    InvalidJob: 4,
+    NotFound: 3,
+    InvalidState: 6,
+    QueueUnavailable: 5,
+    ConfigError: 7,
+}
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only see this tenant's objects.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _run(work: Callable[[Services], Awaitable[T]], *, migrate: bool = False) -> T:
+    async def main() -> T:
+        async with open_services(Settings(), migrate=migrate) as services:
+            return await work(services)
+
+    return _call(main())
+
+
+def _call(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return runner.run(coro)
+    except SettlerError as exc:
+        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+        _fail(str(exc), code)
+
+
+def _parse_data(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        _fail(f"--data is not valid JSON: {exc}", 4)
+    if not isinstance(data, dict):
+        _fail("--data must be a JSON object", 4)
+    return data
+
+
+def _kinds(raw: str | None) -> list[str] | None:
+    return [k.strip() for k in raw.split(",") if k.strip()] if raw else None
+
+
+@app.command()
+def up(
+    kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
+) -> None:
+    """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers."""
+    logs.setup()
+    _call(runner.serve(Settings(), _kinds(kinds), migrate=True))
+
+
+@app.command()
+def worker(
+    kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
+) -> None:
+    """Run workers for the given kinds until SIGTERM/SIGINT (then finish in-flight jobs)."""
+    logs.setup()
+    _call(runner.serve(Settings(), _kinds(kinds), migrate=False))
+
+
+@app.command()
+def submit(
+    kind: str,
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    tier: Annotated[str, typer.Option(help="free, starter, growth (pro), scale, enterprise.")],
+    priority: Annotated[str | None, typer.Option(help="LOW, NORMAL, HIGH, CRITICAL.")] = None,
+    data: Annotated[str | None, typer.Option(help="JSON object, or @file.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Same key, same job.")] = None,
+    delay: Annotated[float, typer.Option(help="Seconds before the job may start.")] = 0.0,
+    attempts: Annotated[int | None, typer.Option(help="Override the kind's attempts.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit one job; prints its id (with --json: id, queue, state, created)."""
+    try:
+        sub = Submission(
+            kind=kind,
+            data=_parse_data(data),
+            tenant_id=tenant,
+            tier=Tier.parse(tier),
+            priority=PriorityClass.parse(priority) if priority else None,
+            delay_s=delay,
+            idempotency_key=idempotency_key,
+            attempts=attempts,
+            timeout_s=timeout,
+        )
+    except ValueError as exc:
+        _fail(str(exc), 4)
+    result = _run(lambda s: s.queue.submit(sub))
+    if as_json:
+        emit({**result.job.as_dict(), "created": result.created})
+    else:
+        typer.echo(result.job.id)
+
+
+@job_app.command("show")
+def job_show(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one job: state, progress, attempts, result or failure."""
+    record = _run(lambda s: s.queue.get(job_id, tenant_id=tenant))
+    emit_job(record, as_json)
+
+
+@job_app.command("list")
+def job_list(
+    kind: Annotated[str | None, typer.Option()] = None,
+    state: Annotated[JobState | None, typer.Option()] = None,
+    tenant: TenantOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the newest jobs, optionally by kind, state and tenant."""
+    records = _run(
+        lambda s: s.queue.list_jobs(kind=kind, state=state, tenant_id=tenant, limit=limit)
+    )
+    emit_jobs(records, as_json)
+
+
+@job_app.command("cancel")
+def job_cancel(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Cancel a job: waiting ones are removed, a running one is interrupted."""
+    state = _run(lambda s: s.queue.cancel(job_id, tenant_id=tenant))
+    message = "cancelled" if state is JobState.CANCELLED else "cancel requested (running)"
+    emit({"id": job_id, "result": message}) if as_json else typer.echo(message)
+
+
+@job_app.command("retry")
+def job_retry(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Run a failed job again with fresh attempts."""
+    emit_job(_run(lambda s: s.queue.retry(job_id, tenant_id=tenant)), as_json)
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Counts per queue and state, and the oldest waiting job's age."""
+    emit_counts(_run(lambda s: s.queue.counts()), as_json)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    tenant: TenantOpt = None,
+    kind: Annotated[str | None, typer.Option()] = None,
+    state: Annotated[dlq.DlqStatus | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    before: Annotated[str | None, typer.Option(help="Entry id to page after.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters, newest first."""
+
+    async def work(s: Services) -> list[dlq.DlqEntry]:
+        async with s.sessions() as session:
+            return await dlq.list_entries(
+                session, tenant_id=tenant, kind=kind, status=state, limit=limit, before=before
+            )
+
+    emit_dlq(_run(work, migrate=True), as_json)
+
+
+@dlq_app.command("show")
+def dlq_show(entry_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one dead letter with its error and stack."""
+
+    async def work(s: Services) -> dlq.DlqEntry:
+        async with s.sessions() as session:
+            return await dlq.get_entry(session, entry_id, tenant_id=tenant)
+
+    emit_dlq([_run(work, migrate=True)], as_json, detail=True)
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    entry_id: str,
+    data: Annotated[str | None, typer.Option(help="Edited data: JSON object or @file.")] = None,
+    actor: Annotated[str, typer.Option(help="Who is acting (kept in the notes).")] = "cli",
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-enqueue a dead letter as a new job, linked to it."""
+    edited = _parse_data(data) if data is not None else None
+    entry, submitted = _run(
+        lambda s: dead_letters.retry_entry(
+            s.queue, s.sessions, entry_id, actor=actor, data=edited, tenant_id=tenant
+        ),
+        migrate=True,
+    )
+    if as_json:
+        emit({"entry": entry.id, "status": entry.status.value, "jobId": submitted.job.id})
+    else:
+        typer.echo(submitted.job.id)
+
+
+@dlq_app.command("resolve")
+def dlq_resolve(
+    entry_id: str,
+    note: Annotated[str, typer.Option(help="Why it is resolved.")],
+    actor: Annotated[str, typer.Option()] = "cli",
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark a dead letter resolved with a note."""
+
+    async def work(s: Services) -> dlq.DlqEntry:
+        from datetime import UTC, datetime
+
+        async with s.sessions() as session, session.begin():
+            return await dlq.resolve(
+                session,
+                entry_id,
+                note=note,
+                actor=actor,
+                now=datetime.now(UTC),
+                tenant_id=tenant,
+            )
+
+    try:
+        emit_dlq([_run(work, migrate=True)], as_json, detail=True)
+    except ValueError as exc:
+        _fail(str(exc), 4)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations."""
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _call(upgrade_async(settings.effective_database_url))
+    typer.echo("database is up to date")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,97 @@
+"""Settings: one typed object built at start-up (never at import) and passed down.
+
+Every field reads `SETTLER_<NAME>` from the environment (or a `.env` file); the two
+connection URLs also read the plain `REDIS_URL` / `DATABASE_URL` that hosting
+platforms set. With nothing configured, everything lives under `data_dir`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of producers, workers and the CLI."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SETTLER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(default=Path(".settler"), description="Embedded data folder.")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SETTLER_REDIS_URL", "REDIS_URL"),
+        description="External Redis; unset starts the embedded one in data_dir.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SETTLER_DATABASE_URL", "DATABASE_URL"),
+        description="External database; unset uses SQLite in data_dir.",
+    )
+    queue_prefix: str = Field(default="bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    allow_eviction_policy: bool = Field(
+        default=False, description="Start even if Redis may evict keys (loses jobs)."
+    )
+    max_payload_bytes: int = Field(default=1_048_576, gt=0)
+    redis_connect_timeout_s: float = Field(default=1.0, gt=0)
+    redis_command_timeout_s: float = Field(default=5.0, gt=0)
+    express_concurrency: int = Field(default=2, ge=1, le=1000)
+    lock_duration_ms: int = Field(default=30_000, ge=1000)
+    stalled_interval_ms: int = Field(default=30_000, ge=500)
+    max_stalled_count: int = Field(default=1, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    keep_completed_s: int = Field(default=86_400, ge=0, description="Age of kept completed jobs.")
+    keep_completed_count: int = Field(default=10_000, ge=0)
+    keep_failed_s: int = Field(default=14 * 86_400, ge=0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables /metrics.")
+    dlq_sweep_interval_s: float = Field(default=15.0, gt=0)
+    blocking_threads: int = Field(default=16, ge=1, description="Threads for blocking handlers.")
+    cpu_processes: int = Field(
+        default=0, ge=0, description="Processes for CPU handlers; 0 = cores."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sqlite_url(self) -> str:
+        """The embedded database URL inside data_dir."""
+        return f"sqlite+aiosqlite:///{self.data_dir / 'settler.db'}"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database to use: DATABASE_URL, else the embedded SQLite file."""
+        return normalise_database_url(self.database_url) if self.database_url else self.sqlite_url
+
+    @property
+    def files_dir(self) -> Path:
+        """Local object storage (exports) for the embedded default."""
+        return self.data_dir / "files"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Email outbox (.eml files) for the embedded default."""
+        return self.data_dir / "outbox"
+
+    @property
+    def redis_dir(self) -> Path:
+        """Where the embedded Redis keeps its append-only file and socket."""
+        return self.data_dir / "redis"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain `postgres://` / `postgresql://` / `sqlite://` URLs to async drivers."""
+    for plain, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url

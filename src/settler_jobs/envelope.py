@@ -1,0 +1,106 @@
+"""The job data envelope: the seed's flat shape, shared with BullMQ producers in Node.
+
+A job's data is one JSON object: the payload's own fields plus reserved keys that say
+who asked (`tenantId`, `tenantTier`), which job it is (`jobId`) and how it was
+classed (`priorityClass`, optional `timeoutMs`). A Node producer that writes
+`{tenantId, tenantTier, jobId, ...}` into a kind's queue is run by our workers as is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from settler_jobs.domain import PriorityClass, Tier, validate_tenant_id
+from settler_jobs.errors import InvalidJob, PayloadTooLarge, PermanentFailure
+
+RESERVED_KEYS: Final = frozenset({"tenantId", "tenantTier", "jobId", "priorityClass", "timeoutMs"})
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A job's data, split into who/what (reserved keys) and the handler's payload."""
+
+    tenant_id: str
+    tier: Tier
+    job_id: str | None
+    priority: PriorityClass | None
+    timeout_s: float | None
+    payload: dict[str, Any]
+
+
+def build(
+    payload: Mapping[str, Any],
+    *,
+    tenant_id: str,
+    tier: Tier,
+    job_id: str,
+    priority: PriorityClass,
+    timeout_s: float | None,
+) -> dict[str, Any]:
+    """The job data for a submission; refuses payloads that set reserved keys."""
+    clash = sorted(RESERVED_KEYS.intersection(payload))
+    if clash:
+        raise InvalidJob(
+            f"job data may not set {', '.join(clash)}: the tenant, tier and job id come "
+            "from the caller"
+        )
+    data: dict[str, Any] = {
+        "tenantId": tenant_id,
+        "tenantTier": tier.value,
+        "jobId": job_id,
+        "priorityClass": priority.value,
+        **payload,
+    }
+    if timeout_s is not None:
+        data["timeoutMs"] = round(timeout_s * 1000)
+    return data
+
+
+def encoded_size(data: Mapping[str, Any], limit: int) -> int:
+    """Size of the data as stored (compact UTF-8 JSON); PayloadTooLarge above `limit`."""
+    try:
+        size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(f"job data is not JSON-serialisable: {exc}") from None
+    if size > limit:
+        raise PayloadTooLarge(size, limit)
+    return size
+
+
+def parse(data: Any) -> Envelope:
+    """Read a job's data as stored; PermanentFailure if it cannot be run safely."""
+    if not isinstance(data, dict):
+        raise PermanentFailure("job data must be a JSON object")
+    try:
+        tenant_id = validate_tenant_id(data.get("tenantId"))  # type: ignore[arg-type]
+        tier = Tier.parse(str(data.get("tenantTier", "")))
+        priority = _optional(data.get("priorityClass"), PriorityClass.parse)
+    except ValueError as exc:
+        raise PermanentFailure(f"job data envelope is invalid: {exc}") from None
+    job_id = data.get("jobId")
+    timeout_ms = data.get("timeoutMs")
+    if timeout_ms is not None and not (isinstance(timeout_ms, int) and timeout_ms > 0):
+        raise PermanentFailure("timeoutMs must be a positive integer")
+    return Envelope(
+        tenant_id=tenant_id,
+        tier=tier,
+        job_id=str(job_id) if job_id is not None else None,
+        priority=priority,
+        timeout_s=timeout_ms / 1000 if timeout_ms else None,
+        payload={k: v for k, v in data.items() if k not in RESERVED_KEYS},
+    )
+
+
+def tenant_of(data: Any) -> str | None:
+    """The tenant id stored in job data, if any (no validation)."""
+    if isinstance(data, dict):
+        value = data.get("tenantId")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _optional(value: Any, parser: Any) -> Any:
+    return None if value is None else parser(str(value))

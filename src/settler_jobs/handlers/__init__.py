@@ -1,0 +1,60 @@
+"""The registry of job kinds: one line per kind, defaults from the design brief."""
+
+from __future__ import annotations
+
+from settler_jobs.domain import PriorityClass, RetryPolicy
+from settler_jobs.handlers import placeholders as p
+from settler_jobs.kinds import JobKind, Registry
+
+
+def default_registry() -> Registry:
+    """The seed's five kinds with their queue, priority, concurrency and retry defaults."""
+    return Registry(
+        [
+            JobKind(
+                "reconciliation",
+                p.reconcile,
+                p.ReconciliationPayload,
+                PriorityClass.HIGH,
+                concurrency=8,
+                retry=RetryPolicy(attempts=3, base_delay_s=2),
+                timeout_s=1800,
+            ),
+            JobKind(
+                "webhook-delivery",
+                p.deliver_webhook,
+                p.WebhookPayload,
+                PriorityClass.NORMAL,
+                concurrency=10,
+                retry=RetryPolicy(attempts=5, base_delay_s=2),
+                timeout_s=60,
+            ),
+            JobKind(
+                "export-generation",
+                p.generate_export,
+                p.ExportPayload,
+                PriorityClass.NORMAL,
+                concurrency=3,
+                retry=RetryPolicy(attempts=2, base_delay_s=5),
+                timeout_s=900,
+            ),
+            JobKind(
+                "email-sending",
+                p.send_email,
+                p.EmailPayload,
+                PriorityClass.LOW,
+                concurrency=5,
+                retry=RetryPolicy(attempts=3, base_delay_s=5),
+                timeout_s=60,
+            ),
+            JobKind(
+                "cache-warming",
+                p.warm_cache,
+                p.CacheWarmPayload,
+                PriorityClass.LOW,
+                concurrency=2,
+                retry=RetryPolicy(attempts=1),
+                timeout_s=300,
+            ),
+        ]
+    )

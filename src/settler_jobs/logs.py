@@ -1,0 +1,28 @@
+"""Logging: one line per event, `event key=value ...`, extras included."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+_STANDARD: Final = frozenset(vars(logging.makeLogRecord({})))
+
+
+class KeyValueFormatter(logging.Formatter):
+    """Appends a record's extra fields as key=value pairs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and k != "message"}
+        if extras:
+            line += " " + " ".join(f"{k}={v!r}" for k, v in sorted(extras.items()))
+        return line
+
+
+def setup(level: str = "INFO") -> None:
+    """Configure the root logger once for a CLI process."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,60 @@
+"""Prometheus metrics: the seed's four plus wait time, labelled without tenant or job id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_DURATION_BUCKETS: Final = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600)
+_WAIT_BUCKETS: Final = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200)
+
+
+@dataclass
+class Metrics:
+    """One registry of job metrics; a process normally has exactly one."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.queue_depth = Gauge(
+            "queue_depth", "Jobs in a queue by state.", ["queue", "state"], registry=r
+        )
+        self.oldest_waiting = Gauge(
+            "queue_oldest_waiting_seconds", "Age of the oldest waiting job.", ["queue"], registry=r
+        )
+        self.job_duration = Histogram(
+            "job_duration_seconds",
+            "Time a job attempt ran.",
+            ["queue", "kind", "tier", "outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.job_wait = Histogram(
+            "job_wait_seconds",
+            "Time from enqueue (or due time) to start.",
+            ["queue", "kind", "tier"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.job_failures = Counter(
+            "job_failures_total",
+            "Failed job attempts; outcome retried, dead or cancelled.",
+            ["queue", "kind", "tier", "outcome"],
+            registry=r,
+        )
+        self.job_completions = Counter(
+            "job_completions_total", "Jobs completed.", ["queue", "kind", "tier"], registry=r
+        )
+        self.dead_letters = Counter(
+            "dlq_entries_total",
+            "Jobs recorded in the dead-letter queue.",
+            ["queue", "kind"],
+            registry=r,
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics over HTTP in a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)

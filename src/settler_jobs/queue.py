@@ -1,0 +1,644 @@
+"""The BullMQ adapter: the only module that imports `bullmq`.
+
+Above this border everything is snake_case and typed: `JobQueue` submits and reads
+jobs, `LaneWorker` runs one queue's jobs through a processor. BullMQ's camelCase
+options, id rules and `UnrecoverableError` stop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import bullmq
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from settler_jobs import envelope
+from settler_jobs.config import Settings
+from settler_jobs.domain import (
+    JobState,
+    PriorityClass,
+    RetryPolicy,
+    Tier,
+    bullmq_priority,
+    idempotent_job_id,
+    new_job_id,
+    uses_express_lane,
+    validate_tenant_id,
+)
+from settler_jobs.errors import InvalidJob, InvalidState, NotFound, QueueUnavailable
+from settler_jobs.kinds import JobKind, Registry
+
+_LOOKUP_ID_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+)
+_BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
+    JobState.WAITING: ("waiting", "prioritized", "paused"),
+    JobState.DELAYED: ("delayed",),
+    JobState.ACTIVE: ("active",),
+    JobState.COMPLETED: ("completed",),
+    JobState.FAILED: ("failed",),
+}
+_MAX_DELAY_S: Final = 366 * 86_400
+_PRIORITY_LEVELS: Final = range(1, 201)
+_CANCEL_CHANNEL: Final = "settler:cancel"
+# Our own field on BullMQ's job hash (Node ignores it; it goes when the job goes).
+_FIRST_FAILED: Final = "settlerFirstFailedOn"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A request to run one job of a registered kind for a tenant."""
+
+    kind: str
+    data: Mapping[str, Any]
+    tenant_id: str
+    tier: Tier
+    priority: PriorityClass | None = None
+    delay_s: float = 0.0
+    idempotency_key: str | None = None
+    attempts: int | None = None
+    backoff_s: float | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as callers see it."""
+
+    id: str
+    queue: str
+    kind: str
+    state: JobState
+    tenant_id: str | None
+    tier: str | None
+    priority_class: str | None
+    bullmq_priority: int
+    payload: dict[str, Any]
+    progress: Any
+    attempts_made: int
+    max_attempts: int
+    created_at_ms: int
+    processed_at_ms: int | None
+    finished_at_ms: int | None
+    delay_ms: int
+    result: Any
+    failure_reason: str | None
+    stacktrace: tuple[str, ...] = ()
+    first_failed_at_ms: int | None = None
+
+    @property
+    def express(self) -> bool:
+        """True if the job sits in its kind's enterprise express lane."""
+        return self.queue != self.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (state as its name, no stack traces)."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "kind": self.kind,
+            "state": self.state.value,
+            "tenantId": self.tenant_id,
+            "tier": self.tier,
+            "priorityClass": self.priority_class,
+            "priority": self.bullmq_priority,
+            "data": self.payload,
+            "progress": self.progress,
+            "attemptsMade": self.attempts_made,
+            "maxAttempts": self.max_attempts,
+            "createdAt": self.created_at_ms,
+            "processedAt": self.processed_at_ms,
+            "finishedAt": self.finished_at_ms,
+            "delay": self.delay_ms,
+            "result": self.result,
+            "failureReason": self.failure_reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The job a submission maps to; `created` is False for an idempotent repeat."""
+
+    job: JobRecord
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Counts per state of one queue, and the age of its oldest waiting job."""
+
+    queue: str
+    counts: dict[str, int]
+    oldest_waiting_ms: int | None
+
+
+@asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+        raise QueueUnavailable(
+            f"Redis is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
+        ) from exc
+
+
+def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
+    try:
+        return replace(
+            kind.retry,
+            attempts=sub.attempts if sub.attempts is not None else kind.retry.attempts,
+            base_delay_s=sub.backoff_s if sub.backoff_s is not None else kind.retry.base_delay_s,
+            max_delay_s=max(kind.retry.max_delay_s, sub.backoff_s or 0),
+        )
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+
+
+def _check_overrides(sub: Submission) -> None:
+    if not 0 <= sub.delay_s <= _MAX_DELAY_S:
+        raise InvalidJob(f"delay must be between 0 and {_MAX_DELAY_S} seconds")
+    if sub.timeout_s is not None and not 0 < sub.timeout_s <= 86_400:
+        raise InvalidJob("timeout must be between 0 and 86400 seconds")
+    if not isinstance(sub.data, Mapping):
+        raise InvalidJob("job data must be a JSON object")
+
+
+class JobQueue:
+    """Producer and reader side of every lane of the registered kinds."""
+
+    def __init__(self, client: Redis, registry: Registry, settings: Settings) -> None:
+        self._client = client
+        self._registry = registry
+        self._settings = settings
+        self._queues: dict[str, bullmq.Queue] = {}
+
+    async def close(self) -> None:
+        """Close the Redis client this queue was given."""
+        await self._client.aclose()
+
+    @property
+    def registry(self) -> Registry:
+        """The kinds this queue accepts."""
+        return self._registry
+
+    def _queue(self, name: str) -> bullmq.Queue:
+        if name not in self._queues:
+            opts = {"connection": self._client, "prefix": self._settings.queue_prefix}
+            self._queues[name] = bullmq.Queue(name, opts)
+        return self._queues[name]
+
+    def _prepare(
+        self, sub: Submission, now_ms: int
+    ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+        kind = self._registry.get(sub.kind)
+        _check_overrides(sub)
+        try:
+            tenant_id = validate_tenant_id(sub.tenant_id)
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        try:
+            kind.parse_payload(sub.data)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise InvalidJob(f"invalid data for {kind.name}: {exc}") from None
+        priority = sub.priority or kind.priority
+        try:
+            job_id = (
+                idempotent_job_id(tenant_id, kind.name, sub.idempotency_key)
+                if sub.idempotency_key is not None
+                else new_job_id()
+            )
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        data = envelope.build(
+            sub.data,
+            tenant_id=tenant_id,
+            tier=sub.tier,
+            job_id=job_id,
+            priority=priority,
+            timeout_s=sub.timeout_s,
+        )
+        envelope.encoded_size(data, self._settings.max_payload_bytes)
+        queue = kind.express_queue if uses_express_lane(sub.tier) else kind.queue
+        policy = _retry_policy(kind, sub)
+        opts = {
+            "jobId": job_id,
+            "timestamp": now_ms,
+            "priority": bullmq_priority(priority, sub.tier),
+            "attempts": policy.attempts,
+            "backoff": {
+                "type": "exponential",
+                "delay": round(policy.base_delay_s * 1000),
+                "jitter": policy.jitter,
+            },
+            "delay": round(sub.delay_s * 1000),
+            "removeOnComplete": {
+                "age": self._settings.keep_completed_s,
+                "count": self._settings.keep_completed_count,
+            },
+            "removeOnFail": {"age": self._settings.keep_failed_s},
+        }
+        return queue, kind.name, data, opts
+
+    async def submit(self, sub: Submission) -> Submitted:
+        """Validate and enqueue one job; an idempotent repeat returns the existing job."""
+        return (await self.submit_bulk([sub]))[0]
+
+    async def submit_bulk(self, subs: Sequence[Submission]) -> list[Submitted]:
+        """Validate every submission first, then enqueue them all (one round trip per lane)."""
+        now_ms = int(time.time() * 1000)
+        prepared = [self._prepare(sub, now_ms) for sub in subs]
+        async with _redis_errors():
+            existing = await self._existing([opts["jobId"] for _, _, _, opts in prepared])
+            fresh: dict[str, list[dict[str, Any]]] = {}
+            seen: set[str] = set()
+            for queue, name, data, opts in prepared:
+                if opts["jobId"] not in existing and opts["jobId"] not in seen:
+                    seen.add(opts["jobId"])
+                    fresh.setdefault(queue, []).append({"name": name, "data": data, "opts": opts})
+            for queue, jobs in fresh.items():
+                await self._queue(queue).addBulk(jobs)
+            return [
+                Submitted(await self._get(opts["jobId"]), opts["jobId"] not in existing)
+                for _, _, _, opts in prepared
+            ]
+
+    async def _existing(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        queues = self._registry.queues()
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            for q in queues:
+                pipe.exists(self._key(q, job_id))
+        flags = await pipe.execute()
+        width = len(queues)
+        return {job_id for i, job_id in enumerate(ids) if any(flags[i * width : (i + 1) * width])}
+
+    def _key(self, queue: str, suffix: str) -> str:
+        return f"{self._settings.queue_prefix}:{queue}:{suffix}"
+
+    async def _locate(self, job_id: str) -> str | None:
+        if not job_id or len(job_id) > 128 or not set(job_id) <= _LOOKUP_ID_CHARS:
+            return None
+        queues = self._registry.queues()
+        pipe = self._client.pipeline(transaction=False)
+        for q in queues:
+            pipe.exists(self._key(q, job_id))
+        flags = await pipe.execute()
+        return next((q for q, hit in zip(queues, flags, strict=True) if hit), None)
+
+    async def _get(self, job_id: str, tenant_id: str | None = None) -> JobRecord:
+        queue_name = await self._locate(job_id)
+        job = await bullmq.Job.fromId(self._queue(queue_name), job_id) if queue_name else None
+        if job is None or queue_name is None:
+            raise NotFound(f"job {job_id!r} not found")
+        if tenant_id is not None and envelope.tenant_of(job.data) != tenant_id:
+            raise NotFound(f"job {job_id!r} not found")
+        state = await self._queue(queue_name).getJobState(job_id)
+        return _record(job, queue_name, self._registry.for_queue(queue_name).name, state)
+
+    async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
+        """One job; NotFound if missing or owned by another tenant than `tenant_id`."""
+        async with _redis_errors():
+            return await self._get(job_id, tenant_id)
+
+    async def list_jobs(
+        self,
+        *,
+        kind: str | None = None,
+        state: JobState | None = None,
+        tenant_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Newest jobs first, optionally filtered; the tenant filter applies to the page."""
+        limit = max(1, min(limit, 500))
+        kinds = [self._registry.get(kind)] if kind else list(self._registry)
+        states = [state] if state else list(_BULLMQ_STATES)
+        types = [t for s in states for t in _BULLMQ_STATES.get(s, ())]
+        out: list[JobRecord] = []
+        async with _redis_errors():
+            for k in kinds:
+                for q in (k.queue, k.express_queue):
+                    jobs = await self._queue(q).getJobs(types, 0, offset + limit - 1)
+                    for job in jobs:
+                        state_name = await self._queue(q).getJobState(job.id)
+                        out.append(_record(job, q, k.name, state_name))
+        if tenant_id is not None:
+            out = [r for r in out if r.tenant_id == tenant_id]
+        out.sort(key=lambda r: r.created_at_ms, reverse=True)
+        return out[offset : offset + limit]
+
+    async def cancel(self, job_id: str, *, tenant_id: str | None = None) -> JobState:
+        """Cancel a job: waiting or delayed jobs are removed, an active one is interrupted."""
+        async with _redis_errors():
+            record = await self._get(job_id, tenant_id)
+            queue = self._queue(record.queue)
+            if record.state in (JobState.WAITING, JobState.DELAYED):
+                if await queue.remove(job_id, {"removeChildren": False}) == 1:
+                    return JobState.CANCELLED
+                record = await self._get(job_id, tenant_id)
+            if record.state is JobState.ACTIVE:
+                message = json.dumps({"queue": record.queue, "id": job_id})
+                await self._client.publish(self._key(_CANCEL_CHANNEL, "all"), message)
+                return JobState.ACTIVE
+            raise InvalidState(f"job {job_id!r} is {record.state.value} and cannot be cancelled")
+
+    async def retry(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
+        """Run a failed job again from the start, with its attempts reset."""
+        async with _redis_errors():
+            record = await self._get(job_id, tenant_id)
+            if record.state is not JobState.FAILED:
+                raise InvalidState(
+                    f"job {job_id!r} is {record.state.value}; only failed jobs retry"
+                )
+            job = await bullmq.Job.fromId(self._queue(record.queue), job_id)
+            await job.retry("failed", {"resetAttemptsMade": True, "resetAttemptsStarted": True})
+            return await self._get(job_id, tenant_id)
+
+    async def counts(self) -> list[QueueCounts]:
+        """Per-lane counts by state and the age of the oldest waiting job."""
+        now_ms = int(time.time() * 1000)
+        out = []
+        async with _redis_errors():
+            for name in self._registry.queues():
+                raw = await self._queue(name).getJobCounts(
+                    "waiting", "prioritized", "paused", "delayed", "active", "completed", "failed"
+                )
+                counts = {
+                    "waiting": int(raw["waiting"]) + int(raw["prioritized"]) + int(raw["paused"]),
+                    **{s: int(raw[s]) for s in ("delayed", "active", "completed", "failed")},
+                }
+                oldest = await self._oldest_waiting(name)
+                out.append(QueueCounts(name, counts, now_ms - oldest if oldest else None))
+        return out
+
+    async def _oldest_waiting(self, queue: str) -> int | None:
+        # Each priority level is FIFO, so its first member is its oldest job: the
+        # oldest waiting job is the oldest of those heads (plus the plain wait list).
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lindex(self._key(queue, "wait"), -1)
+        for level in _PRIORITY_LEVELS:
+            base = level * 0x100000000
+            pipe.zrangebyscore(self._key(queue, "prioritized"), base, base + 0xFFFFFFFF, 0, 1)
+        replies = await pipe.execute()
+        heads = [replies[0]] + [r[0] for r in replies[1:] if r]
+        ids = [h for h in heads if h]
+        if not ids:
+            return None
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self._key(queue, job_id), "timestamp")
+        stamps = [int(s) for s in await pipe.execute() if s]
+        return min(stamps) if stamps else None
+
+    async def failed_since(self, queue: str, after_ms: int, limit: int = 500) -> list[JobRecord]:
+        """Failed jobs of a lane whose failure time is at or after `after_ms`, oldest first."""
+        kind = self._registry.for_queue(queue).name
+        async with _redis_errors():
+            ids = await self._client.zrangebyscore(
+                self._key(queue, "failed"), after_ms, "+inf", 0, limit
+            )
+            out = []
+            for raw_id in ids:
+                job_id = str(raw_id)
+                job = await bullmq.Job.fromId(self._queue(queue), job_id)
+                if job is not None:
+                    first = await self._client.hget(self._key(queue, job_id), _FIRST_FAILED)
+                    record = _record(job, queue, kind, "failed")
+                    out.append(replace(record, first_failed_at_ms=int(first) if first else None))
+            return out
+
+    async def dlq_cursor(self, queue: str) -> int:
+        """Failure time (ms) up to which this lane's failed jobs were copied to the DLQ."""
+        async with _redis_errors():
+            value = await self._client.hget(self._key("settler", "dlq-cursor"), queue)
+            return int(value) if value else 0
+
+    async def set_dlq_cursor(self, queue: str, failed_at_ms: int) -> None:
+        """Advance the DLQ copy cursor of a lane."""
+        async with _redis_errors():
+            await self._client.hset(self._key("settler", "dlq-cursor"), queue, failed_at_ms)
+
+    async def pause(self, kind: str) -> None:
+        """Stop every worker from starting new jobs of this kind (both lanes)."""
+        k = self._registry.get(kind)
+        async with _redis_errors():
+            for q in (k.queue, k.express_queue):
+                await self._queue(q).pause()
+
+    async def resume(self, kind: str) -> None:
+        """Undo `pause`."""
+        k = self._registry.get(kind)
+        async with _redis_errors():
+            for q in (k.queue, k.express_queue):
+                await self._queue(q).resume()
+
+    async def cancellation_requests(self) -> AsyncIterator[tuple[str, str]]:
+        """Yield (queue, job id) for every cancel request of an active job."""
+        pubsub = self._client.pubsub()
+        await pubsub.subscribe(self._key(_CANCEL_CHANNEL, "all"))
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                try:
+                    body = json.loads(message["data"])
+                    yield str(body["queue"]), str(body["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _record(job: Any, queue: str, kind: str, state: str) -> JobRecord:
+    data = job.data if isinstance(job.data, dict) else {}
+    try:
+        env: envelope.Envelope | None = envelope.parse(data)
+    except Exception:
+        env = None
+    stacktrace = job.stacktrace if isinstance(job.stacktrace, list) else []
+    return JobRecord(
+        id=str(job.id),
+        queue=queue,
+        kind=kind,
+        state=JobState.from_bullmq(state),
+        tenant_id=env.tenant_id if env else envelope.tenant_of(data),
+        tier=env.tier.value if env else None,
+        priority_class=env.priority.value if env and env.priority else None,
+        bullmq_priority=int(job.priority or 0),
+        payload=env.payload if env else data,
+        progress=job.progress,
+        attempts_made=int(job.attemptsMade),
+        max_attempts=int(job.opts.get("attempts") or 1),
+        created_at_ms=int(job.timestamp),
+        processed_at_ms=int(job.processedOn) or None,
+        finished_at_ms=int(job.finishedOn) or None,
+        delay_ms=int(job.delay or 0),
+        result=job.returnvalue,
+        failure_reason=job.failedReason,
+        stacktrace=tuple(str(s) for s in stacktrace),
+    )
+
+
+# ---------------------------------------------------------------- worker side
+
+
+class AttemptFailed(Exception):
+    """Raised by a processor: the attempt failed; retry after the delay, or never (None)."""
+
+    def __init__(self, reason: str, retry_delay_s: float | None) -> None:
+        super().__init__(reason)
+        self.retry_delay_s = retry_delay_s
+
+
+@dataclass(slots=True)
+class ActiveJob:
+    """The job a worker slot is running, with the handle to report progress."""
+
+    id: str
+    queue: str
+    name: str
+    data: Any
+    attempts_made: int
+    max_attempts: int
+    created_at_ms: int
+    processed_at_ms: int
+    backoff_delay_ms: int | None
+    _job: Any = field(repr=False)
+
+    async def report_progress(self, value: int | dict[str, Any]) -> None:
+        """Store progress on the job (visible to readers while it runs)."""
+        await self._job.updateProgress(value)
+
+
+def _backoff_delay(backoff: Any) -> int | None:
+    if isinstance(backoff, dict) and isinstance(backoff.get("delay"), int):
+        return int(backoff["delay"])
+    return None
+
+
+Processor = Callable[[ActiveJob], Awaitable[Any]]
+FailureHook = Callable[[JobRecord], Awaitable[None]]
+
+
+class LaneWorker:
+    """Runs one queue's jobs through `processor` with BullMQ's locks and stalled checks."""
+
+    def __init__(
+        self,
+        queue: str,
+        kind: str,
+        processor: Processor,
+        *,
+        concurrency: int,
+        client: Redis,
+        settings: Settings,
+        on_dead: FailureHook,
+    ) -> None:
+        self.queue = queue
+        self._kind = kind
+        self._client = client
+        self._prefix = settings.queue_prefix
+        self._processor = processor
+        self._on_dead = on_dead
+        self._hooks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._worker = bullmq.Worker(
+            queue,
+            self._process,
+            {
+                "connection": client,
+                "prefix": settings.queue_prefix,
+                "concurrency": concurrency,
+                "autorun": False,
+                "lockDuration": settings.lock_duration_ms,
+                "stalledInterval": settings.stalled_interval_ms,
+                "maxStalledCount": settings.max_stalled_count,
+                "name": f"settler-{kind}",
+            },
+        )
+        self._worker.on("failed", self._on_failed)
+
+    def start(self) -> None:
+        """Begin fetching jobs in the background."""
+        self._task = asyncio.create_task(self._worker.run(), name=f"lane:{self.queue}")
+
+    async def _process(self, job: Any, token: str) -> Any:
+        active = ActiveJob(
+            id=str(job.id),
+            queue=self.queue,
+            name=str(job.name),
+            data=job.data,
+            attempts_made=int(job.attemptsMade),
+            max_attempts=int(job.opts.get("attempts") or 1),
+            created_at_ms=int(job.timestamp),
+            processed_at_ms=int(job.processedOn) or int(time.time() * 1000),
+            backoff_delay_ms=_backoff_delay(job.opts.get("backoff")),
+            _job=job,
+        )
+        try:
+            return await self._processor(active)
+        except AttemptFailed as failed:
+            key = f"{self._prefix}:{self.queue}:{active.id}"
+            await self._client.hsetnx(key, _FIRST_FAILED, int(time.time() * 1000))
+            if failed.retry_delay_s is None:
+                raise bullmq.UnrecoverableError(str(failed)) from failed
+            # Only this attempt's local copy changes: the stored options keep the
+            # portable exponential backoff that Node workers understand.
+            job.opts["backoff"] = {
+                "type": "fixed",
+                "delay": max(0, round(failed.retry_delay_s * 1000)),
+            }
+            raise
+
+    def _on_failed(self, job: Any, err: BaseException, *_: Any) -> None:
+        final = isinstance(err, bullmq.UnrecoverableError) or int(job.attemptsMade) >= int(
+            job.opts.get("attempts") or 1
+        )
+        if final:
+            record = _record(job, self.queue, self._kind, "failed")
+            task = asyncio.ensure_future(self._report_dead(record))
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
+
+    async def _report_dead(self, record: JobRecord) -> None:
+        first = await self._client.hget(f"{self._prefix}:{self.queue}:{record.id}", _FIRST_FAILED)
+        await self._on_dead(replace(record, first_failed_at_ms=int(first) if first else None))
+
+    async def pause(self) -> None:
+        """Stop fetching (in-flight jobs finish)."""
+        await self._worker.pause()
+
+    def resume(self) -> None:
+        """Fetch again after `pause`."""
+        self._worker.resume()
+
+    def interrupt(self) -> None:
+        """Cancel every in-flight job of this lane."""
+        self._worker.cancelProcessing()
+
+    async def close(self, grace_s: float) -> bool:
+        """Stop fetching, let in-flight jobs finish for `grace_s`, then interrupt them.
+
+        Returns False if jobs had to be interrupted; the stalled-job check hands those
+        back to another worker once their locks expire.
+        """
+        closing = asyncio.ensure_future(self._worker.close())
+        done, _ = await asyncio.wait({closing}, timeout=grace_s)
+        clean = bool(done)
+        if not clean:
+            self._worker.cancelProcessing()
+        await closing
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._hooks:
+            await asyncio.gather(*self._hooks, return_exceptions=True)
+        return clean

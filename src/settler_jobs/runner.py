@@ -1,0 +1,72 @@
+"""Process lifecycle: the event loop, signals, and serving workers until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from settler_jobs.config import Settings
+from settler_jobs.metrics import Metrics
+from settler_jobs.services import open_services
+from settler_jobs.worker import WorkerRuntime
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop where available, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+async def serve(settings: Settings, kinds: list[str] | None, *, migrate: bool) -> None:
+    """Run workers (and embedded services) until SIGTERM/SIGINT; a second signal cuts short."""
+    async with open_services(settings, migrate=migrate) as services:
+        registry = services.registry.select(kinds) if kinds else services.registry
+        metrics = Metrics()
+        if settings.metrics_port:
+            metrics.serve(settings.metrics_host, settings.metrics_port)
+        runtime = WorkerRuntime(settings, registry, services.redis_url, services.sessions, metrics)
+        await runtime.start()
+        log.info(
+            "settler.started",
+            extra={
+                "lanes": ",".join(runtime.lanes),
+                "data_dir": str(settings.data_dir),
+                "embedded_redis": services.embedded is not None,
+                "metrics": f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+                if settings.metrics_port
+                else "off",
+            },
+        )
+        stop, force = asyncio.Event(), asyncio.Event()
+        _on_signals(stop, force)
+        await stop.wait()
+        log.info("settler.stopping", extra={"grace_s": settings.shutdown_grace_s})
+        stopping = asyncio.ensure_future(runtime.stop())
+        forced = asyncio.ensure_future(force.wait())
+        await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            log.warning("settler.forced_stop")
+            runtime.interrupt()
+        forced.cancel()
+        clean = await stopping
+        log.info("settler.stopped", extra={"clean": clean})
+
+
+def _on_signals(stop: asyncio.Event, force: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handle() -> None:
+        (force if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handle)

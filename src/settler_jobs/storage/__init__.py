@@ -1,0 +1,1 @@
+"""Relational storage: engines, sessions, tables and schema migrations."""

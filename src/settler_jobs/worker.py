@@ -1,0 +1,255 @@
+"""The worker runtime: every lane of the selected kinds, in one process.
+
+Per job: read the envelope -> validate the payload -> run the handler (on the loop, in
+a thread, or in a process) under the attempt's timeout -> record the outcome. Failures
+become a retry delay or a dead letter; BullMQ's locks and stalled-job check make a
+crashed worker's jobs run elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from settler_jobs import dead_letters, envelope
+from settler_jobs.config import Settings
+from settler_jobs.domain import failure_reason, retry_after_s
+from settler_jobs.errors import JobCancelled, PermanentFailure
+from settler_jobs.handlers.context import JobContext
+from settler_jobs.kinds import Execution, JobKind, Registry
+from settler_jobs.metrics import Metrics
+from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, JobRecord, LaneWorker
+from settler_jobs.redis_server import redis_client
+
+log = logging.getLogger(__name__)
+_DEPTH_INTERVAL_S = 5.0
+
+
+class WorkerRuntime:
+    """Runs the shared and express lanes of each kind until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        redis_url: str,
+        sessions: async_sessionmaker[AsyncSession],
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self._redis_url = redis_url
+        self._sessions = sessions
+        self._rng = rng or random.Random()
+        self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
+        self._lanes: list[LaneWorker] = []
+        self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._cancel_requested: set[tuple[str, str]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._threads = ThreadPoolExecutor(settings.blocking_threads, "settler-handler")
+        self._processes: ProcessPoolExecutor | None = None
+
+    @property
+    def lanes(self) -> list[str]:
+        """Queue names this runtime serves."""
+        return [lane.queue for lane in self._lanes]
+
+    async def start(self) -> None:
+        """Open every lane and the background loops (cancel listener, DLQ sweep, depth)."""
+        for kind in self.registry:
+            for queue, slots in (
+                (kind.queue, kind.concurrency),
+                (kind.express_queue, self.settings.express_concurrency),
+            ):
+                client = redis_client(
+                    self._redis_url, self.settings, max_connections=slots + 4, patient=True
+                )
+                lane = LaneWorker(
+                    queue,
+                    kind.name,
+                    functools.partial(self._run, kind),
+                    concurrency=slots,
+                    client=client,
+                    settings=self.settings,
+                    on_dead=self._on_dead,
+                )
+                lane.start()
+                self._lanes.append(lane)
+        for loop in (self._listen_for_cancels, self._sweep_loop, self._depth_loop):
+            self._background.append(asyncio.create_task(loop(), name=loop.__name__))
+
+    async def stop(self, grace_s: float | None = None) -> bool:
+        """Stop fetching; give in-flight jobs `grace_s` to finish. False if some were cut."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        results = await asyncio.gather(*(lane.close(grace) for lane in self._lanes))
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        self._lanes.clear()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            await self._queue.close()
+        return all(results)
+
+    def interrupt(self) -> None:
+        """Cut in-flight jobs short now (a second Ctrl-C); their locks expire and they rerun."""
+        for lane in self._lanes:
+            lane.interrupt()
+
+    async def _run(self, kind: JobKind, active: ActiveJob) -> Any:
+        started = time.monotonic()
+        tier = "unknown"
+        try:
+            env = envelope.parse(active.data)
+            tier = env.tier.value
+            self._observe_wait(kind, active, tier)
+            try:
+                payload = kind.parse_payload(env.payload)
+            except ValueError as exc:
+                raise PermanentFailure(f"invalid data for {kind.name}: {exc}") from exc
+            ctx = JobContext(
+                job_id=active.id,
+                kind=kind.name,
+                queue=active.queue,
+                tenant_id=env.tenant_id,
+                tier=env.tier,
+                priority=env.priority or kind.priority,
+                attempt=active.attempts_made + 1,
+                max_attempts=active.max_attempts,
+                log=logging.LoggerAdapter(log, {"job_id": active.id, "kind": kind.name}),
+                report_progress=active.report_progress,
+            )
+            timeout = env.timeout_s or kind.timeout_s
+            result = await self._execute(kind, payload, ctx, active, timeout)
+        except Exception as exc:
+            raise self._failed(kind, active, exc, tier, started) from exc
+        labels = (active.queue, kind.name, tier)
+        self.metrics.job_completions.labels(*labels).inc()
+        self.metrics.job_duration.labels(*labels, "completed").observe(time.monotonic() - started)
+        return result
+
+    async def _execute(
+        self, kind: JobKind, payload: Any, ctx: JobContext, active: ActiveJob, timeout: float
+    ) -> Any:
+        key = (active.queue, active.id)
+        inner = asyncio.ensure_future(self._call(kind, payload, ctx))
+        self._inflight[key] = inner
+        try:
+            return await asyncio.wait_for(inner, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"attempt timed out after {timeout:g}s") from None
+        except asyncio.CancelledError:
+            if key in self._cancel_requested and inner.cancelled():
+                raise JobCancelled("cancelled on request while running") from None
+            raise
+        finally:
+            self._inflight.pop(key, None)
+            self._cancel_requested.discard(key)
+
+    def _call(self, kind: JobKind, payload: Any, ctx: JobContext) -> Awaitable[Any]:
+        loop = asyncio.get_running_loop()
+        if kind.execution is Execution.THREAD:
+            return loop.run_in_executor(self._threads, kind.handler, payload, ctx)
+        if kind.execution is Execution.PROCESS:
+            if self._processes is None:
+                self._processes = ProcessPoolExecutor(self.settings.cpu_processes or None)
+            return loop.run_in_executor(self._processes, kind.handler, payload)
+        result: Awaitable[Any] = kind.handler(payload, ctx)
+        return result
+
+    def _failed(
+        self, kind: JobKind, active: ActiveJob, exc: Exception, tier: str, started: float
+    ) -> AttemptFailed:
+        attempt = active.attempts_made + 1
+        policy = kind.retry
+        if active.backoff_delay_ms is not None:
+            policy = _with_base_delay(kind, active.backoff_delay_ms)
+        delay = retry_after_s(exc, attempt, active.max_attempts, policy, self._rng)
+        outcome = (
+            "cancelled"
+            if isinstance(exc, JobCancelled)
+            else ("dead" if delay is None else "retried")
+        )
+        labels = (active.queue, kind.name, tier)
+        self.metrics.job_failures.labels(*labels, outcome).inc()
+        self.metrics.job_duration.labels(*labels, "failed").observe(time.monotonic() - started)
+        log.info(
+            "job.attempt_failed",
+            extra={"job_id": active.id, "kind": kind.name, "attempt": attempt, "outcome": outcome},
+        )
+        return AttemptFailed(failure_reason(exc), delay)
+
+    def _observe_wait(self, kind: JobKind, active: ActiveJob, tier: str) -> None:
+        if active.attempts_made == 0:
+            waited = max(0.0, (active.processed_at_ms - active.created_at_ms) / 1000)
+            self.metrics.job_wait.labels(active.queue, kind.name, tier).observe(waited)
+
+    async def _on_dead(self, job: JobRecord) -> None:
+        try:
+            if await dead_letters.record(self._sessions, job):
+                self.metrics.dead_letters.labels(job.queue, job.kind).inc()
+        except Exception:
+            log.exception("dlq.record_failed", extra={"job_id": job.id})
+
+    async def _listen_for_cancels(self) -> None:
+        await _forever(self._cancel_once)
+
+    async def _cancel_once(self) -> None:
+        async for queue, job_id in self._queue.cancellation_requests():
+            task = self._inflight.get((queue, job_id))
+            if task is not None and not task.done():
+                self._cancel_requested.add((queue, job_id))
+                task.cancel()
+
+    async def _sweep_loop(self) -> None:
+        async def once() -> None:
+            new = await dead_letters.sweep(self._queue, self._sessions)
+            if new:
+                log.warning("dlq.swept", extra={"new_entries": new})
+            await asyncio.sleep(self.settings.dlq_sweep_interval_s)
+
+        await _forever(once)
+
+    async def _depth_loop(self) -> None:
+        async def once() -> None:
+            for counts in await self._queue.counts():
+                for state, value in counts.counts.items():
+                    self.metrics.queue_depth.labels(counts.queue, state).set(value)
+                age = (counts.oldest_waiting_ms or 0) / 1000
+                self.metrics.oldest_waiting.labels(counts.queue).set(age)
+            await asyncio.sleep(_DEPTH_INTERVAL_S)
+
+        await _forever(once)
+
+
+def _with_base_delay(kind: JobKind, delay_ms: int) -> Any:
+    from dataclasses import replace
+
+    base = delay_ms / 1000
+    return replace(kind.retry, base_delay_s=base, max_delay_s=max(kind.retry.max_delay_s, base))
+
+
+async def _forever(step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` until cancelled; log and back off on errors (Redis may come back)."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker.background_error", extra={"step": step.__qualname__})
+            await asyncio.sleep(1.0)

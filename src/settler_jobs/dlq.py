@@ -17,6 +17,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Insert, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from settler_jobs import errors
 from settler_jobs.redaction import redact
@@ -25,7 +26,8 @@ from settler_jobs.storage.tables import DlqEntryRow, new_entry_id
 MAX_ERROR_MESSAGE: Final = 4000
 MAX_STACKTRACE: Final = 20_000
 MAX_NOTE: Final = 2000
-MAX_ACTOR: Final = 128
+MAX_NAME: Final = 128
+"""Longest actor, job id or error type stored."""
 MAX_PAGE: Final = 500
 _NATURAL_KEY: Final = ["queue", "job_id", "failed_at_ms"]
 
@@ -107,8 +109,8 @@ def _insert_new(dialect: str, values: dict[str, Any]) -> Insert:
         stmt = sqlite.insert(DlqEntryRow).values(values)
         return stmt.on_conflict_do_nothing(index_elements=_NATURAL_KEY)
     if dialect == "postgresql":
-        stmt = postgresql.insert(DlqEntryRow).values(values)
-        return stmt.on_conflict_do_nothing(index_elements=_NATURAL_KEY)
+        pg_stmt = postgresql.insert(DlqEntryRow).values(values)
+        return pg_stmt.on_conflict_do_nothing(index_elements=_NATURAL_KEY)
     raise errors.ConfigError(f"the DLQ needs SQLite or PostgreSQL, not {dialect}")
 
 
@@ -122,15 +124,13 @@ def _row_values(rec: FailureRecord, now: datetime) -> dict[str, Any]:
         "tenant_id": rec.tenant_id,
         "tier": rec.tier,
         "payload": payload if isinstance(payload, dict) else {"value": payload},
-        "error_type": rec.error_type[:128],
+        "error_type": rec.error_type[:MAX_NAME],
         "error_message": rec.error_message[:MAX_ERROR_MESSAGE],
         "stacktrace": rec.stacktrace[:MAX_STACKTRACE],
         "attempts": rec.attempts,
         "failed_at_ms": rec.failed_at_ms,
         "first_failed_at": _aware(rec.first_failed_at),
         "last_failed_at": _aware(rec.last_failed_at),
-        "status": DlqStatus.OPEN.value,
-        "notes": "",
         "created_at": now,
         "updated_at": now,
     }
@@ -145,10 +145,9 @@ async def list_entries(
     limit: int = 50,
     before: str | None = None,
 ) -> list[DlqEntry]:
-    """Entries newest first (created_at, then id, descending), at most `limit` (1..500).
+    """Entries newest first (created_at, id descending), `limit` clamped to 1..500.
 
-    `before` is the id of the last entry of the previous page; an id that does not
-    exist (or belongs to another tenant) raises `errors.NotFound`.
+    `before`: id of the previous page's last entry (NotFound if not visible).
     """
     stmt = select(DlqEntryRow).where(*_tenant(tenant_id))
     if kind is not None:
@@ -156,16 +155,17 @@ async def list_entries(
     if status is not None:
         stmt = stmt.where(DlqEntryRow.status == DlqStatus(status).value)
     if before is not None:
-        last = await _load(session, before, tenant_id, lock=False)
-        stmt = stmt.where(
-            or_(
-                DlqEntryRow.created_at < last.created_at,
-                and_(DlqEntryRow.created_at == last.created_at, DlqEntryRow.id < last.id),
-            )
-        )
+        stmt = stmt.where(_after(await _load(session, before, tenant_id, lock=False)))
     stmt = stmt.order_by(DlqEntryRow.created_at.desc(), DlqEntryRow.id.desc())
     rows = await session.scalars(stmt.limit(max(1, min(limit, MAX_PAGE))))
     return [DlqEntry.from_row(row) for row in rows]
+
+
+def _after(last: DlqEntryRow) -> ColumnElement[bool]:
+    return or_(
+        DlqEntryRow.created_at < last.created_at,
+        and_(DlqEntryRow.created_at == last.created_at, DlqEntryRow.id < last.id),
+    )
 
 
 async def get_entry(
@@ -185,10 +185,11 @@ async def resolve(
     tenant_id: str | None = None,
 ) -> DlqEntry:
     """Close an open entry as dealt with; InvalidState unless it is open."""
-    row = await _open_row(session, entry_id, tenant_id, actor)
+    text = _checked_note(note)
+    row = await _open_row(session, entry_id, tenant_id, actor, now)
     row.status = DlqStatus.RESOLVED.value
     row.resolved_by = actor
-    _append_note(row, f"resolved: {_checked_note(note)}".rstrip(": "), actor, now)
+    _append_note(row, f"resolved: {text}" if text else "resolved", actor, now)
     return await _flushed(session, row)
 
 
@@ -205,8 +206,9 @@ async def add_note(
     text = _checked_note(note)
     if not text:
         raise ValueError("note must not be empty")
+    _checked_actor(actor)
     row = await _load(session, entry_id, tenant_id, lock=True)
-    _append_note(row, text, _checked_actor(actor), now)
+    _append_note(row, text, actor, _aware(now))
     return await _flushed(session, row)
 
 
@@ -220,7 +222,9 @@ async def mark_retried(
     tenant_id: str | None = None,
 ) -> DlqEntry:
     """Close an open entry because its job was re-enqueued as `new_job_id`."""
-    row = await _open_row(session, entry_id, tenant_id, actor)
+    if not new_job_id or len(new_job_id) > MAX_NAME:
+        raise ValueError(f"new_job_id must be 1-{MAX_NAME} characters")
+    row = await _open_row(session, entry_id, tenant_id, actor, now)
     row.status = DlqStatus.RETRIED.value
     row.retried_job_id = new_job_id
     row.resolved_by = actor
@@ -249,9 +253,11 @@ async def _load(
 
 
 async def _open_row(
-    session: AsyncSession, entry_id: str, tenant_id: str | None, actor: str
+    session: AsyncSession, entry_id: str, tenant_id: str | None, actor: str, now: datetime
 ) -> DlqEntryRow:
+    """The locked, open row; inputs are checked first so a refusal changes nothing."""
     _checked_actor(actor)
+    _aware(now)
     row = await _load(session, entry_id, tenant_id, lock=True)
     if row.status != DlqStatus.OPEN.value:
         raise errors.InvalidState(f"DLQ entry {entry_id!r} is {row.status}, not open")
@@ -259,7 +265,11 @@ async def _open_row(
 
 
 async def _flushed(session: AsyncSession, row: DlqEntryRow) -> DlqEntry:
-    await session.flush()
+    entry_id = row.id  # read now: a failed flush expires the row
+    try:
+        await session.flush()
+    except StaleDataError:
+        raise errors.InvalidState(f"DLQ entry {entry_id!r} changed meanwhile") from None
     return DlqEntry.from_row(row)
 
 
@@ -277,10 +287,9 @@ def _checked_note(note: str) -> str:
     return text
 
 
-def _checked_actor(actor: str) -> str:
-    if not actor.strip() or len(actor) > MAX_ACTOR:
-        raise ValueError(f"actor must be 1-{MAX_ACTOR} characters")
-    return actor
+def _checked_actor(actor: str) -> None:
+    if not actor.strip() or len(actor) > MAX_NAME:
+        raise ValueError(f"actor must be 1-{MAX_NAME} characters")
 
 
 def _aware(moment: datetime) -> datetime:

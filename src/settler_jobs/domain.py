@@ -6,6 +6,7 @@ Nothing here does I/O or reads the clock; callers pass time and randomness in.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import uuid
@@ -137,7 +138,9 @@ def idempotent_job_id(tenant_id: str, kind: str, key: str) -> str:
     """
     if not key or len(key) > _IDEMPOTENCY_MAX:
         raise ValueError(f"idempotency key must be 1-{_IDEMPOTENCY_MAX} characters")
-    digest = hashlib.sha256(f"{tenant_id}\x00{kind}\x00{key}".encode()).hexdigest()
+    # JSON framing keeps the three parts apart whatever characters they hold.
+    framed = json.dumps([tenant_id, kind, key], ensure_ascii=True)
+    digest = hashlib.sha256(framed.encode()).hexdigest()
     return f"idem-{digest[:40]}"
 
 

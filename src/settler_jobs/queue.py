@@ -258,17 +258,21 @@ class JobQueue:
         async with _redis_errors():
             existing = await self._existing([opts["jobId"] for _, _, _, opts in prepared])
             fresh: dict[str, list[dict[str, Any]]] = {}
-            seen: set[str] = set()
-            for queue, name, data, opts in prepared:
-                if opts["jobId"] not in existing and opts["jobId"] not in seen:
-                    seen.add(opts["jobId"])
+            first: dict[str, int] = {}
+            for index, (queue, name, data, opts) in enumerate(prepared):
+                if opts["jobId"] not in existing and opts["jobId"] not in first:
+                    first[opts["jobId"]] = index
                     fresh.setdefault(queue, []).append({"name": name, "data": data, "opts": opts})
             for queue, jobs in fresh.items():
                 await self._queue(queue).addBulk(jobs)
-            return [
-                Submitted(await self._get(opts["jobId"]), opts["jobId"] not in existing)
-                for _, _, _, opts in prepared
-            ]
+            out = []
+            for index, (_, _, data, opts) in enumerate(prepared):
+                record = await self._get(opts["jobId"])
+                # A concurrent producer with the same key may have won the race: then
+                # the stored job is theirs, not ours.
+                ours = first.get(opts["jobId"]) == index and record.created_at_ms == now_ms
+                out.append(Submitted(record, ours and record.payload == _payload_of(data)))
+            return out
 
     async def _existing(self, job_ids: Iterable[str]) -> set[str]:
         ids = list(job_ids)
@@ -456,6 +460,10 @@ class JobQueue:
                     continue
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _payload_of(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in envelope.RESERVED_KEYS}
 
 
 def _record(job: Any, queue: str, kind: str, state: str) -> JobRecord:

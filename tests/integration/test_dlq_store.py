@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,21 +179,15 @@ async def test_list_paginates_with_before(db_session_factory: Sessions) -> None:
         await record(db_session_factory, failure(job_id=f"job-{i}"), now)
     pages: list[list[DlqEntry]] = []
     async with db_session_factory() as session:
-        full = await dlq.list_entries(session, limit=500)
+        full = await dlq.list_entries(session, limit=10_000)
         before: str | None = None
         while page := await dlq.list_entries(session, limit=3, before=before):
             pages.append(page)
             before = page[-1].id
+        assert len(await dlq.list_entries(session, limit=0)) == 1
     assert [len(p) for p in pages] == [3, 3, 1]
     assert [e.id for p in pages for e in p] == [e.id for e in full]
     assert len(full) == 7
-
-
-async def test_list_clamps_limit(db_session_factory: Sessions) -> None:
-    await _seed_listing(db_session_factory)
-    async with db_session_factory() as session:
-        assert len(await dlq.list_entries(session, limit=0)) == 1
-        assert len(await dlq.list_entries(session, limit=10_000)) == 5
 
 
 async def test_other_tenants_entries_look_missing(db_session_factory: Sessions) -> None:
@@ -286,24 +278,39 @@ async def test_timestamps_come_back_aware_utc(db_session_factory: Sessions) -> N
     assert stored.created_at == stored.updated_at == T0
 
 
-async def test_naive_datetimes_are_refused(db_session_factory: Sessions) -> None:
+async def test_refused_calls_change_nothing(db_session_factory: Sessions) -> None:
+    entry = await record(db_session_factory, failure())
+    naive = datetime(2024, 5, 1)
+    async with db_session_factory() as session, session.begin():
+        with pytest.raises(ValueError, match="naive"):
+            await dlq.record_failure(session, failure(job_id="job-2"), naive)
+        with pytest.raises(ValueError, match="naive"):
+            await dlq.record_failure(session, failure(job_id="job-3", last_failed_at=naive), T0)
+        with pytest.raises(ValueError, match="naive"):
+            await dlq.resolve(session, entry.id, note="ok", actor="ops", now=naive)
+        with pytest.raises(ValueError):
+            await dlq.mark_retried(session, entry.id, new_job_id="", actor="ops", now=T0)
+        with pytest.raises(ValueError):
+            await dlq.add_note(session, entry.id, note="ok", actor="ops", now=naive)
+        assert await dlq.get_entry(session, entry.id) == entry
+
+
+async def test_concurrent_transitions_let_one_win(db_session_factory: Sessions) -> None:
+    entry = await record(db_session_factory, failure())
+
+    async def resolve_slowly() -> None:
+        async with db_session_factory() as session, session.begin():
+            await dlq.resolve(session, entry.id, note="", actor="a", now=T0 + timedelta(hours=1))
+            await asyncio.sleep(0.3)
+
+    async def retry_meanwhile() -> None:
+        await asyncio.sleep(0.1)
+        async with db_session_factory() as session, session.begin():
+            await dlq.mark_retried(session, entry.id, new_job_id="j", actor="b", now=T0)
+
+    results = await asyncio.gather(resolve_slowly(), retry_meanwhile(), return_exceptions=True)
+    assert results[0] is None
+    assert isinstance(results[1], errors.InvalidState)
     async with db_session_factory() as session:
-        with pytest.raises(ValueError, match="naive"):
-            await dlq.record_failure(session, failure(), datetime(2024, 5, 1))
-        with pytest.raises(ValueError, match="naive"):
-            await dlq.record_failure(session, failure(last_failed_at=datetime(2024, 5, 1)), T0)
-
-
-async def test_sqlite_engine_settings(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "deeper" / "settler.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    try:
-        async with engine.connect() as connection:
-            pragmas = [
-                (await connection.execute(text(f"PRAGMA {name}"))).scalar_one()
-                for name in ("journal_mode", "foreign_keys", "busy_timeout")
-            ]
-    finally:
-        await engine.dispose()
-    assert pragmas == ["wal", 1, 5000]
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        stored = await dlq.get_entry(session, entry.id)
+    assert (stored.status, stored.resolved_by) == (DlqStatus.RESOLVED, "a")

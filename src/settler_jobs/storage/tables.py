@@ -110,3 +110,10 @@ class DlqEntryRow(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # Every UPDATE also matches the updated_at it read, so concurrent changes cannot
+    # overwrite each other where SELECT ... FOR UPDATE does not exist (SQLite).
+    __mapper_args__ = {  # noqa: RUF012 - SQLAlchemy reads this mapping once
+        "version_id_col": updated_at,
+        "version_id_generator": False,
+    }

@@ -1,0 +1,54 @@
+"""An in-process system for integration tests: queue, worker runtime and a migrated database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from settler_jobs import dlq
+from settler_jobs.config import Settings
+from settler_jobs.kinds import Registry
+from settler_jobs.queue import JobQueue
+from settler_jobs.redis_server import redis_client
+from settler_jobs.storage.db import create_engine, session_factory
+from settler_jobs.storage.migrate import upgrade_async
+from settler_jobs.worker import WorkerRuntime
+
+
+@dataclass
+class System:
+    """What a test drives: the producer side, the workers and the database."""
+
+    settings: Settings
+    queue: JobQueue
+    runtime: WorkerRuntime
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def dead_letters(self, **filters: str) -> list[dlq.DlqEntry]:
+        """DLQ entries, newest first."""
+        async with self.sessions() as session:
+            return await dlq.list_entries(session, **filters)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def system(
+    settings: Settings, registry: Registry, *, start: bool = True
+) -> AsyncIterator[System]:
+    """A queue and (unless start=False) running workers for `registry`; torn down after."""
+    assert settings.redis_url is not None
+    await upgrade_async(settings.effective_database_url)
+    engine = create_engine(settings.effective_database_url)
+    sessions = session_factory(engine)
+    queue = JobQueue(redis_client(settings.redis_url, settings), registry, settings)
+    runtime = WorkerRuntime(settings, registry, settings.redis_url, sessions)
+    if start:
+        await runtime.start()
+    try:
+        yield System(settings, queue, runtime, sessions)
+    finally:
+        await runtime.stop(5)
+        await queue.close()
+        await engine.dispose()

@@ -86,7 +86,10 @@ def emit_counts(counts: Sequence[QueueCounts], as_json: bool) -> None:
         emit([dataclasses.asdict(c) for c in counts])
         return
     states = ["waiting", "delayed", "active", "completed", "failed"]
-    table = Table("queue", *states, "oldest waiting")
+    table = Table()
+    table.add_column("queue", no_wrap=True)
+    for heading in (*states, "oldest waiting"):
+        table.add_column(heading, justify="right")
     for c in counts:
         age = f"{c.oldest_waiting_ms / 1000:.1f}s" if c.oldest_waiting_ms is not None else "-"
         table.add_row(c.queue, *(str(c.counts.get(s, 0)) for s in states), age)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-_STANDARD: Final = frozenset(vars(logging.makeLogRecord({})))
+_STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -13,7 +13,7 @@ class KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and k != "message"}
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if extras:
             line += " " + " ".join(f"{k}={v!r}" for k, v in sorted(extras.items()))
         return line

@@ -39,7 +39,8 @@ async def open_services(
     check_redis: bool = True,
 ) -> AsyncIterator[Services]:
     """Start or reach Redis, open the database (migrating it if asked), and clean up after."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (settings.data_dir, settings.files_dir, settings.outbox_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     redis_url, embedded = resolve_redis_url(settings)
     client = redis_client(redis_url, settings)
     engine = create_engine(settings.effective_database_url)

@@ -57,7 +57,8 @@ async def test_a_mixed_backlog_runs_most_important_first_and_ties_fifo(settings:
     expected = [
         s.data["label"]
         for _, s in sorted(
-            enumerate(subs), key=lambda p: (bullmq_priority(p[1].priority, p[1].tier), p[0])
+            enumerate(subs),
+            key=lambda p: (bullmq_priority(p[1].priority or P.NORMAL, p[1].tier), p[0]),
         )
     ]
     assert seen == expected

@@ -46,7 +46,9 @@ def test_table_covers_every_combination() -> None:
 
 
 @pytest.mark.parametrize(("cls", "tier", "weight", "number"), TABLE)
-def test_importance_and_bullmq_number(cls: P, tier: T, weight: int, number: int) -> None:
+def test_importance_and_bullmq_number(
+    cls: PriorityClass, tier: Tier, weight: int, number: int
+) -> None:
     assert importance(cls, tier) == weight
     assert bullmq_priority(cls, tier) == number
     assert 1 <= number <= 2_097_152  # BullMQ's accepted range
@@ -71,7 +73,7 @@ def test_enterprise_is_ordered_by_class_alone_in_its_own_lane() -> None:
 @pytest.mark.parametrize(
     ("text", "tier"), [("pro", T.GROWTH), ("GROWTH", T.GROWTH), (" free ", T.FREE)]
 )
-def test_tier_parse_accepts_alias_and_case(text: str, tier: T) -> None:
+def test_tier_parse_accepts_alias_and_case(text: str, tier: Tier) -> None:
     assert Tier.parse(text) is tier
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -113,6 +114,7 @@ def submit(
     idempotency_key: Annotated[str | None, typer.Option(help="Same key, same job.")] = None,
     delay: Annotated[float, typer.Option(help="Seconds before the job may start.")] = 0.0,
     attempts: Annotated[int | None, typer.Option(help="Override the kind's attempts.")] = None,
+    backoff: Annotated[float | None, typer.Option(help="First retry delay in seconds.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -244,8 +246,6 @@ def dlq_resolve(
     """Mark a dead letter resolved with a note."""
 
     async def work(s: Services) -> dlq.DlqEntry:
-        from datetime import UTC, datetime
-
         async with s.sessions() as session, session.begin():
             return await dlq.resolve(
                 session,
@@ -254,6 +254,28 @@ def dlq_resolve(
                 actor=actor,
                 now=datetime.now(UTC),
                 tenant_id=tenant,
+            )
+
+    try:
+        emit_dlq([_run(work, migrate=True)], as_json, detail=True)
+    except ValueError as exc:
+        _fail(str(exc), 4)
+
+
+@dlq_app.command("note")
+def dlq_note(
+    entry_id: str,
+    note: Annotated[str, typer.Option(help="The note to add.")],
+    actor: Annotated[str, typer.Option()] = "cli",
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a note to a dead letter without changing its status."""
+
+    async def work(s: Services) -> dlq.DlqEntry:
+        async with s.sessions() as session, session.begin():
+            return await dlq.add_note(
+                session, entry_id, note=note, actor=actor, now=datetime.now(UTC), tenant_id=tenant
             )
 
     try:

@@ -63,7 +63,7 @@ def encoded_size(data: Mapping[str, Any], limit: int) -> int:
     """Size of the data as stored (compact UTF-8 JSON); PayloadTooLarge above `limit`."""
     try:
         size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJob(f"job data is not JSON-serialisable: {exc}") from None
     if size > limit:
         raise PayloadTooLarge(size, limit)

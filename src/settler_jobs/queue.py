@@ -47,7 +47,8 @@ _BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
     JobState.FAILED: ("failed",),
 }
 _MAX_DELAY_S: Final = 366 * 86_400
-_PRIORITY_LEVELS: Final = range(1, 201)
+# The priority numbers we hand out (12 shared, 4 express); see domain.bullmq_priority.
+_PRIORITY_LEVELS: Final = sorted({bullmq_priority(c, t) for c in PriorityClass for t in Tier})
 _CANCEL_CHANNEL: Final = "settler:cancel"
 # Our own field on BullMQ's job hash (Node ignores it; it goes when the job goes).
 _FIRST_FAILED: Final = "settlerFirstFailedOn"
@@ -326,15 +327,14 @@ class JobQueue:
         limit = max(1, min(limit, 500))
         kinds = [self._registry.get(kind)] if kind else list(self._registry)
         states = [state] if state else list(_BULLMQ_STATES)
-        types = [t for s in states for t in _BULLMQ_STATES.get(s, ())]
         out: list[JobRecord] = []
         async with _redis_errors():
             for k in kinds:
                 for q in (k.queue, k.express_queue):
-                    jobs = await self._queue(q).getJobs(types, 0, offset + limit - 1)
-                    for job in jobs:
-                        state_name = await self._queue(q).getJobState(job.id)
-                        out.append(_record(job, q, k.name, state_name))
+                    for s in states:
+                        types = list(_BULLMQ_STATES[s])
+                        jobs = await self._queue(q).getJobs(types, 0, offset + limit - 1)
+                        out.extend(_record(job, q, k.name, s.value) for job in jobs)
         if tenant_id is not None:
             out = [r for r in out if r.tenant_id == tenant_id]
         out.sort(key=lambda r: r.created_at_ms, reverse=True)
@@ -387,6 +387,7 @@ class JobQueue:
     async def _oldest_waiting(self, queue: str) -> int | None:
         # Each priority level is FIFO, so its first member is its oldest job: the
         # oldest waiting job is the oldest of those heads (plus the plain wait list).
+        # Levels we never assign (a foreign producer's) are not looked at.
         pipe = self._client.pipeline(transaction=False)
         pipe.lindex(self._key(queue, "wait"), -1)
         for level in _PRIORITY_LEVELS:

@@ -256,3 +256,30 @@ async def test_metrics_count_outcomes_without_tenant_labels(settings: Settings) 
     assert line in text
     assert "job_wait_seconds_count" in text and "job_duration_seconds_bucket" in text
     assert "tenant-" not in text and "job-" not in text
+
+
+async def test_list_and_retry_failed_jobs(settings: Settings) -> None:
+    fail = True
+
+    async def toggled(payload: dict[str, Any], ctx: JobContext) -> str:
+        if fail:
+            raise PermanentFailure("not yet")
+        return "now"
+
+    async with system(settings, Registry([JobKind("toggled", toggled)])) as sys_:
+        job = (await sys_.queue.submit(Submission("toggled", {"n": 1}, "t1", Tier.FREE))).job
+        await eventually(lambda: _state(sys_, job.id), _finished)
+        failed = await sys_.queue.list_jobs(kind="toggled", state=JobState.FAILED)
+        assert [j.id for j in failed] == [job.id]
+        assert await sys_.queue.list_jobs(state=JobState.FAILED, tenant_id="t2") == []
+        fail = False
+        again = await sys_.queue.retry(job.id)
+        assert again.state in (JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED)
+        done = await eventually(
+            lambda: _state(sys_, job.id), lambda j: j.state is JobState.COMPLETED
+        )
+        assert done.result == "now"
+        with pytest.raises(InvalidState, match="only failed jobs retry"):
+            await sys_.queue.retry(job.id)
+        listed = await sys_.queue.list_jobs(kind="toggled")
+        assert [(j.id, j.state) for j in listed] == [(job.id, JobState.COMPLETED)]

@@ -11,14 +11,11 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import bullmq
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from settler_jobs import envelope
 from settler_jobs.config import Settings
@@ -33,8 +30,9 @@ from settler_jobs.domain import (
     uses_express_lane,
     validate_tenant_id,
 )
-from settler_jobs.errors import InvalidJob, InvalidState, NotFound, QueueUnavailable
+from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.redis_server import redis_errors
 
 _LOOKUP_ID_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -139,16 +137,6 @@ class QueueCounts:
     queue: str
     counts: dict[str, int]
     oldest_waiting_ms: int | None
-
-
-@asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
-        raise QueueUnavailable(
-            f"Redis is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
-        ) from exc
 
 
 def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
@@ -256,7 +244,7 @@ class JobQueue:
         """Validate every submission first, then enqueue them all (one round trip per lane)."""
         now_ms = int(time.time() * 1000)
         prepared = [self._prepare(sub, now_ms) for sub in subs]
-        async with _redis_errors():
+        async with redis_errors():
             existing = await self._existing([opts["jobId"] for _, _, _, opts in prepared])
             fresh: dict[str, list[dict[str, Any]]] = {}
             first: dict[str, int] = {}
@@ -311,7 +299,7 @@ class JobQueue:
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
         """One job; NotFound if missing or owned by another tenant than `tenant_id`."""
-        async with _redis_errors():
+        async with redis_errors():
             return await self._get(job_id, tenant_id)
 
     async def list_jobs(
@@ -328,7 +316,7 @@ class JobQueue:
         kinds = [self._registry.get(kind)] if kind else list(self._registry)
         states = [state] if state else list(_BULLMQ_STATES)
         out: list[JobRecord] = []
-        async with _redis_errors():
+        async with redis_errors():
             for k in kinds:
                 for q in (k.queue, k.express_queue):
                     for s in states:
@@ -342,7 +330,7 @@ class JobQueue:
 
     async def cancel(self, job_id: str, *, tenant_id: str | None = None) -> JobState:
         """Cancel a job: waiting or delayed jobs are removed, an active one is interrupted."""
-        async with _redis_errors():
+        async with redis_errors():
             record = await self._get(job_id, tenant_id)
             queue = self._queue(record.queue)
             if record.state in (JobState.WAITING, JobState.DELAYED):
@@ -357,7 +345,7 @@ class JobQueue:
 
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
         """Run a failed job again from the start, with its attempts reset."""
-        async with _redis_errors():
+        async with redis_errors():
             record = await self._get(job_id, tenant_id)
             if record.state is not JobState.FAILED:
                 raise InvalidState(
@@ -371,7 +359,7 @@ class JobQueue:
         """Per-lane counts by state and the age of the oldest waiting job."""
         now_ms = int(time.time() * 1000)
         out = []
-        async with _redis_errors():
+        async with redis_errors():
             for name in self._registry.queues():
                 raw = await self._queue(name).getJobCounts(
                     "waiting", "prioritized", "paused", "delayed", "active", "completed", "failed"
@@ -407,7 +395,7 @@ class JobQueue:
     async def failed_since(self, queue: str, after_ms: int, limit: int = 500) -> list[JobRecord]:
         """Failed jobs of a lane whose failure time is at or after `after_ms`, oldest first."""
         kind = self._registry.for_queue(queue).name
-        async with _redis_errors():
+        async with redis_errors():
             ids = await self._client.zrangebyscore(
                 self._key(queue, "failed"), after_ms, "+inf", 0, limit
             )
@@ -423,26 +411,26 @@ class JobQueue:
 
     async def dlq_cursor(self, queue: str) -> int:
         """Failure time (ms) up to which this lane's failed jobs were copied to the DLQ."""
-        async with _redis_errors():
+        async with redis_errors():
             value = await self._client.hget(self._key("settler", "dlq-cursor"), queue)
             return int(value) if value else 0
 
     async def set_dlq_cursor(self, queue: str, failed_at_ms: int) -> None:
         """Advance the DLQ copy cursor of a lane."""
-        async with _redis_errors():
+        async with redis_errors():
             await self._client.hset(self._key("settler", "dlq-cursor"), queue, failed_at_ms)
 
     async def pause(self, kind: str) -> None:
         """Stop every worker from starting new jobs of this kind (both lanes)."""
         k = self._registry.get(kind)
-        async with _redis_errors():
+        async with redis_errors():
             for q in (k.queue, k.express_queue):
                 await self._queue(q).pause()
 
     async def resume(self, kind: str) -> None:
         """Undo `pause`."""
         k = self._registry.get(kind)
-        async with _redis_errors():
+        async with redis_errors():
             for q in (k.queue, k.express_queue):
                 await self._queue(q).resume()
 

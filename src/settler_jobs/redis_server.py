@@ -16,7 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -27,7 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, ExponentialWithJitterBackoff
 
 from settler_jobs.config import Settings
-from settler_jobs.errors import ConfigError, RedisConfigError
+from settler_jobs.errors import ConfigError, QueueUnavailable, RedisConfigError
 
 __all__ = ["EmbeddedRedis", "preflight", "redis_client", "resolve_redis_url"]
 
@@ -348,3 +349,14 @@ def redis_client(
         max_connections=max_connections,
         retry=retry,
     )
+
+
+@asynccontextmanager
+async def redis_errors() -> AsyncIterator[None]:
+    """Turn "Redis is unreachable" errors into QueueUnavailable (HTTP 503, CLI exit 5)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError) as exc:
+        raise QueueUnavailable(
+            f"Redis is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
+        ) from exc

@@ -12,7 +12,13 @@ from settler_jobs.config import Settings
 from settler_jobs.handlers import default_registry
 from settler_jobs.kinds import Registry
 from settler_jobs.queue import JobQueue
-from settler_jobs.redis_server import EmbeddedRedis, preflight, redis_client, resolve_redis_url
+from settler_jobs.redis_server import (
+    EmbeddedRedis,
+    preflight,
+    redis_client,
+    redis_errors,
+    resolve_redis_url,
+)
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
 
@@ -46,7 +52,8 @@ async def open_services(
     engine = create_engine(settings.effective_database_url)
     try:
         if check_redis:
-            await preflight(client, allow_eviction=settings.allow_eviction_policy)
+            async with redis_errors():
+                await preflight(client, allow_eviction=settings.allow_eviction_policy)
         if migrate:
             await upgrade_async(settings.effective_database_url)
         yield Services(

@@ -72,7 +72,10 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
 def _parse_data(raw: str | None) -> dict[str, Any]:
     if raw is None:
         return {}
-    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    try:
+        text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read --data file: {exc}", 4)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

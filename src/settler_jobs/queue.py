@@ -285,7 +285,11 @@ class JobQueue:
         for q in queues:
             pipe.exists(self._key(q, job_id))
         flags = await pipe.execute()
-        return next((q for q, hit in zip(queues, flags, strict=True) if hit), None)
+        hits = [q for q, hit in zip(queues, flags, strict=True) if hit]
+        if len(hits) > 1:
+            # Only ids we did not issue can repeat (Node numbers jobs per queue).
+            raise InvalidState(f"job id {job_id!r} exists in {', '.join(hits)}; it is ambiguous")
+        return hits[0] if hits else None
 
     async def _get(self, job_id: str, tenant_id: str | None = None) -> JobRecord:
         queue_name = await self._locate(job_id)
@@ -548,6 +552,7 @@ class LaneWorker:
         self._on_dead = on_dead
         self._hooks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._interrupted = False
         self._worker = bullmq.Worker(
             queue,
             self._process,
@@ -620,6 +625,7 @@ class LaneWorker:
 
     def interrupt(self) -> None:
         """Cancel every in-flight job of this lane."""
+        self._interrupted = True
         self._worker.cancelProcessing()
 
     async def close(self, grace_s: float) -> bool:
@@ -630,9 +636,9 @@ class LaneWorker:
         """
         closing = asyncio.ensure_future(self._worker.close())
         done, _ = await asyncio.wait({closing}, timeout=grace_s)
-        clean = bool(done)
-        if not clean:
-            self._worker.cancelProcessing()
+        if not done:
+            self.interrupt()
+        clean = not self._interrupted
         await closing
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

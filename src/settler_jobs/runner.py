@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from settler_jobs.config import Settings
+from settler_jobs.kinds import Registry
 from settler_jobs.metrics import Metrics
 from settler_jobs.services import open_services
 from settler_jobs.worker import WorkerRuntime
@@ -27,9 +28,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-async def serve(settings: Settings, kinds: list[str] | None, *, migrate: bool) -> None:
+async def serve(
+    settings: Settings,
+    kinds: list[str] | None,
+    *,
+    migrate: bool,
+    registry: Registry | None = None,
+) -> None:
     """Run workers (and embedded services) until SIGTERM/SIGINT; a second signal cuts short."""
-    async with open_services(settings, migrate=migrate) as services:
+    async with open_services(settings, registry, migrate=migrate) as services:
         registry = services.registry.select(kinds) if kinds else services.registry
         metrics = Metrics()
         if settings.metrics_port:

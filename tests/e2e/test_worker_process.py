@@ -1,0 +1,315 @@
+"""Worker processes under real signals: kill -9, graceful SIGTERM, and a forced stop.
+
+Each test runs `slow_worker.py` (the production `runner.serve` with one test-only kind
+whose jobs take as long as the test says) as separate processes on the test's Redis
+prefix, submits jobs from this process and watches them through `JobQueue`.
+Locks last 2 s and the stalled check runs every second, so a crashed worker's jobs
+come back within a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis.asyncio
+
+from settler_jobs.config import Settings
+from settler_jobs.domain import JobState, Tier
+from settler_jobs.errors import NotFound
+from settler_jobs.queue import JobQueue, JobRecord, Submission
+from settler_jobs.redis_server import redis_client
+from tests.e2e.slow_worker import KIND, LOG_ENV, MODE_ENV, build_registry
+from tests.helpers import eventually
+
+WORKER_SCRIPT = Path(__file__).resolve().with_name("slow_worker.py")
+LOCK_MS = 2000
+STALLED_MS = 1000
+# Lock expiry, then two stalled checks (mark, then move), then the fetch; with slack.
+RECOVERY_S = 20.0
+
+
+@dataclass
+class Worker:
+    """One worker process and the file its log lines go to."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    async def exited(self, timeout_s: float) -> int:
+        """Wait (polling) for the process to exit; its exit code."""
+
+        async def poll() -> int | None:
+            return self.proc.poll()
+
+        code = await eventually(poll, lambda rc: rc is not None, timeout_s=timeout_s)
+        assert code is not None
+        return code
+
+
+class Workers:
+    """Starts worker processes for one test and kills whatever is left at the end."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        assert settings.redis_url is not None
+        self.journal = tmp_path / "jobs.log"
+        self.journal.touch()
+        self._dir = tmp_path
+        self._started: list[Worker] = []
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
+        }
+        self._env = base | {
+            "REDIS_URL": settings.redis_url,
+            "DATABASE_URL": settings.effective_database_url,
+            "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
+            "SETTLER_DATA_DIR": str(settings.data_dir),
+            "SETTLER_METRICS_PORT": "0",
+            "SETTLER_LOCK_DURATION_MS": str(LOCK_MS),
+            "SETTLER_STALLED_INTERVAL_MS": str(STALLED_MS),
+            "SETTLER_MAX_STALLED_COUNT": "1",
+            "SETTLER_SHUTDOWN_GRACE_S": "10",
+            LOG_ENV: str(self.journal),
+        }
+
+    def start(self, mode: str, **env: str) -> Worker:
+        """A worker whose jobs take `mode` ("instant", "hang" or seconds)."""
+        log = self._dir / f"worker-{len(self._started)}.stderr"
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, str(WORKER_SCRIPT)],
+                cwd=self._dir,
+                env=self._env | {MODE_ENV: mode} | env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        worker = Worker(proc, log)
+        self._started.append(worker)
+        return worker
+
+    def events(self) -> list[tuple[str, str, int, int]]:
+        """(event, job id, pid, attempt) for every line the handlers wrote, in order."""
+        out = []
+        for line in self.journal.read_text(encoding="utf-8").splitlines():
+            event, job_id, pid, attempt = line.split()
+            out.append((event, job_id, int(pid), int(attempt)))
+        return out
+
+    async def started(self, job_ids: set[str], worker: Worker) -> None:
+        """Wait until `worker` has started every one of `job_ids`."""
+
+        async def starts() -> set[str]:
+            if worker.proc.poll() is not None:
+                pytest.fail(f"worker exited {worker.proc.returncode}:\n{worker.log_text()}")
+            return {j for e, j, pid, _ in self.events() if e == "start" and pid == worker.pid}
+
+        await eventually(starts, lambda seen: job_ids <= seen, timeout_s=30)
+
+    def close(self) -> None:
+        for worker in self._started:
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+            worker.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path) -> Iterator[Workers]:
+    fleet = Workers(settings, tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+@pytest.fixture
+async def job_queue(settings: Settings) -> AsyncIterator[JobQueue]:
+    assert settings.redis_url is not None
+    queue = JobQueue(redis_client(settings.redis_url, settings), build_registry(), settings)
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+@pytest.fixture
+async def raw_redis(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    assert settings.redis_url is not None
+    client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def submit(queue: JobQueue, n: int = 1) -> list[str]:
+    subs = [
+        Submission(kind=KIND, data={"n": i}, tenant_id="t1", tier=Tier.GROWTH) for i in range(n)
+    ]
+    return [s.job.id for s in await queue.submit_bulk(subs)]
+
+
+async def all_completed(queue: JobQueue, job_ids: list[str]) -> list[JobRecord]:
+    async def states() -> list[JobRecord | None]:
+        out: list[JobRecord | None] = []
+        for job_id in job_ids:
+            try:
+                out.append(await queue.get(job_id))
+            except NotFound:
+                out.append(None)
+        return out
+
+    records = await eventually(
+        states,
+        lambda rs: all(r is not None and r.state is JobState.COMPLETED for r in rs),
+        timeout_s=RECOVERY_S,
+    )
+    return [r for r in records if r is not None]
+
+
+async def counts(queue: JobQueue) -> dict[str, int]:
+    [shared] = [c for c in await queue.counts() if c.queue == KIND]
+    return shared.counts
+
+
+async def started_counts(client: redis.asyncio.Redis, prefix: str, job_id: str) -> tuple[int, int]:
+    """BullMQ's attemptsStarted and stalledCounter of a job."""
+    ats, stc = await client.hmget(f"{prefix}:{KIND}:{job_id}", ["ats", "stc"])
+    return int(ats or 0), int(stc or 0)
+
+
+async def test_jobs_of_a_killed_worker_are_run_by_another(
+    workers: Workers, job_queue: JobQueue, raw_redis: redis.asyncio.Redis, settings: Settings
+) -> None:
+    first = workers.start("hang")
+    job_ids = await submit(job_queue, 3)
+    await workers.started(set(job_ids), first)
+
+    first.proc.send_signal(signal.SIGKILL)
+    assert await first.exited(timeout_s=10) == -signal.SIGKILL
+    for job_id in job_ids:  # orphaned: still active, nobody renews their locks
+        assert (await job_queue.get(job_id)).state is JobState.ACTIVE
+
+    second = workers.start("instant")
+    records = await all_completed(job_queue, job_ids)
+
+    for record in records:
+        assert record.result["pid"] == second.pid, record
+        assert record.attempts_made == 1  # a stall is not a failed attempt
+        assert record.failure_reason is None
+        # Started twice (A, then B), handed back once by the stalled-job check.
+        assert await started_counts(raw_redis, settings.queue_prefix, record.id) == (2, 1)
+    events = workers.events()
+    for job_id in job_ids:
+        runs = [(e, pid) for e, j, pid, _ in events if j == job_id]
+        assert runs == [("start", first.pid), ("start", second.pid), ("done", second.pid)]
+    assert await counts(job_queue) == {
+        "waiting": 0,
+        "delayed": 0,
+        "active": 0,
+        "completed": 3,
+        "failed": 0,
+    }
+
+    second.proc.send_signal(signal.SIGTERM)
+    assert await second.exited(timeout_s=15) == 0
+
+
+async def test_sigterm_lets_the_running_job_finish(
+    workers: Workers, job_queue: JobQueue, raw_redis: redis.asyncio.Redis, settings: Settings
+) -> None:
+    grace_s = 10.0
+    worker = workers.start("1.5", SETTLER_SHUTDOWN_GRACE_S=str(grace_s))
+    [job_id] = await submit(job_queue)
+    await workers.started({job_id}, worker)
+
+    worker.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = await worker.exited(timeout_s=grace_s)
+    took = time.monotonic() - signalled
+
+    assert code == 0, worker.log_text()
+    assert took < grace_s
+    record = await job_queue.get(job_id)
+    assert record.state is JobState.COMPLETED, record
+    assert record.result["pid"] == worker.pid
+    assert await started_counts(raw_redis, settings.queue_prefix, job_id) == (1, 0)
+    assert [(e, pid) for e, j, pid, _ in workers.events() if j == job_id] == [
+        ("start", worker.pid),
+        ("done", worker.pid),
+    ]
+    log = worker.log_text()
+    assert "settler.stopping" in log
+    assert "clean=True" in log
+    assert "forced_stop" not in log
+
+
+async def _forced_stop(workers: Workers, job_queue: JobQueue) -> tuple[Worker, str, int]:
+    """Run a job that hangs, SIGTERM its worker, then SIGINT during the grace period.
+
+    Returns the worker, the job id and the worker's exit code.
+    """
+    worker = workers.start("hang", SETTLER_SHUTDOWN_GRACE_S="60")
+    [job_id] = await submit(job_queue)
+    await workers.started({job_id}, worker)
+
+    worker.proc.send_signal(signal.SIGTERM)
+
+    async def log() -> str:
+        return worker.log_text()
+
+    # The second signal only counts once the first one is being handled.
+    await eventually(log, lambda text: "settler.stopping" in text, timeout_s=10)
+    worker.proc.send_signal(signal.SIGINT)
+    return worker, job_id, await worker.exited(timeout_s=15)
+
+
+async def test_second_signal_cuts_the_grace_short_and_the_job_is_not_lost(
+    workers: Workers, job_queue: JobQueue, raw_redis: redis.asyncio.Redis, settings: Settings
+) -> None:
+    worker, job_id, code = await _forced_stop(workers, job_queue)
+
+    text = worker.log_text()
+    assert code == 0, text  # well inside the 60 s grace
+    assert "settler.forced_stop" in text
+    assert "Traceback" not in text
+    record = await job_queue.get(job_id)
+    assert record.state is JobState.ACTIVE, "an interrupted job is neither failed nor done"
+    assert record.failure_reason is None
+    assert [e for e, j, _, _ in workers.events() if j == job_id] == ["start"]
+
+    later = workers.start("instant")
+    [record] = await all_completed(job_queue, [job_id])
+    assert record.result["pid"] == later.pid
+    assert record.attempts_made == 1
+    assert await started_counts(raw_redis, settings.queue_prefix, job_id) == (2, 1)
+    assert [(e, pid) for e, j, pid, _ in workers.events() if j == job_id] == [
+        ("start", worker.pid),
+        ("start", later.pid),
+        ("done", later.pid),
+    ]
+    later.proc.send_signal(signal.SIGTERM)
+    assert await later.exited(timeout_s=15) == 0
+
+
+async def test_forced_stop_is_reported_as_not_clean(workers: Workers, job_queue: JobQueue) -> None:
+    worker, _, code = await _forced_stop(workers, job_queue)
+    assert code == 0
+    assert "settler.stopped" in worker.log_text()
+    assert "clean=False" in worker.log_text()

@@ -7,14 +7,14 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from settler_jobs import dead_letters, dlq, logs, runner
+from settler_jobs import logs
 from settler_jobs.cli_output import emit, emit_counts, emit_dlq, emit_job, emit_jobs
 from settler_jobs.config import Settings
-from settler_jobs.domain import JobState, PriorityClass, Tier
+from settler_jobs.domain import DlqStatus, JobState, PriorityClass, Tier
 from settler_jobs.errors import (
     ConfigError,
     InvalidJob,
@@ -23,9 +23,15 @@ from settler_jobs.errors import (
     QueueUnavailable,
     SettlerError,
 )
-from settler_jobs.queue import Submission
-from settler_jobs.services import Services, open_services
-from settler_jobs.storage.migrate import upgrade_async
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from settler_jobs.dlq import DlqEntry
+    from settler_jobs.services import Services
+
+# Heavy modules (SQLAlchemy, Alembic, bullmq) load inside the commands that need them,
+# so `--help` and argument errors answer at once.
 
 T = TypeVar("T")
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -54,6 +60,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(work: Callable[[Services], Awaitable[T]], *, migrate: bool = False) -> T:
+    from settler_jobs.services import open_services
+
     async def main() -> T:
         async with open_services(Settings(), migrate=migrate) as services:
             return await work(services)
@@ -62,6 +70,8 @@ def _run(work: Callable[[Services], Awaitable[T]], *, migrate: bool = False) -> 
 
 
 def _call(coro: Coroutine[Any, Any, T]) -> T:
+    from settler_jobs import runner
+
     try:
         return runner.run(coro)
     except SettlerError as exc:
@@ -94,6 +104,8 @@ def up(
     kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
 ) -> None:
     """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers."""
+    from settler_jobs import runner
+
     logs.setup()
     _call(runner.serve(Settings(), _kinds(kinds), migrate=True))
 
@@ -103,6 +115,8 @@ def worker(
     kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
 ) -> None:
     """Run workers for the given kinds until SIGTERM/SIGINT (then finish in-flight jobs)."""
+    from settler_jobs import runner
+
     logs.setup()
     _call(runner.serve(Settings(), _kinds(kinds), migrate=False))
 
@@ -122,6 +136,8 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit one job; prints its id (with --json: id, queue, state, created)."""
+    from settler_jobs.queue import Submission
+
     try:
         sub = Submission(
             kind=kind,
@@ -189,14 +205,15 @@ def status(as_json: JsonOpt = False) -> None:
 def dlq_list(
     tenant: TenantOpt = None,
     kind: Annotated[str | None, typer.Option()] = None,
-    state: Annotated[dlq.DlqStatus | None, typer.Option("--status")] = None,
+    state: Annotated[DlqStatus | None, typer.Option("--status")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     before: Annotated[str | None, typer.Option(help="Entry id to page after.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List dead letters, newest first."""
+    from settler_jobs import dlq
 
-    async def work(s: Services) -> list[dlq.DlqEntry]:
+    async def work(s: Services) -> list[DlqEntry]:
         async with s.sessions() as session:
             return await dlq.list_entries(
                 session, tenant_id=tenant, kind=kind, status=state, limit=limit, before=before
@@ -208,8 +225,9 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(entry_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Show one dead letter with its error and stack."""
+    from settler_jobs import dlq
 
-    async def work(s: Services) -> dlq.DlqEntry:
+    async def work(s: Services) -> DlqEntry:
         async with s.sessions() as session:
             return await dlq.get_entry(session, entry_id, tenant_id=tenant)
 
@@ -225,6 +243,8 @@ def dlq_retry(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-enqueue a dead letter as a new job, linked to it."""
+    from settler_jobs import dead_letters
+
     edited = _parse_data(data) if data is not None else None
     entry, submitted = _run(
         lambda s: dead_letters.retry_entry(
@@ -238,6 +258,19 @@ def dlq_retry(
         typer.echo(submitted.job.id)
 
 
+def _change_entry(
+    change: Callable[[AsyncSession, datetime], Awaitable[DlqEntry]], as_json: bool
+) -> None:
+    async def work(s: Services) -> DlqEntry:
+        async with s.sessions() as session, session.begin():
+            return await change(session, datetime.now(UTC))
+
+    try:
+        emit_dlq([_run(work, migrate=True)], as_json, detail=True)
+    except ValueError as exc:
+        _fail(str(exc), 4)
+
+
 @dlq_app.command("resolve")
 def dlq_resolve(
     entry_id: str,
@@ -247,22 +280,14 @@ def dlq_resolve(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark a dead letter resolved with a note."""
+    from settler_jobs import dlq
 
-    async def work(s: Services) -> dlq.DlqEntry:
-        async with s.sessions() as session, session.begin():
-            return await dlq.resolve(
-                session,
-                entry_id,
-                note=note,
-                actor=actor,
-                now=datetime.now(UTC),
-                tenant_id=tenant,
-            )
-
-    try:
-        emit_dlq([_run(work, migrate=True)], as_json, detail=True)
-    except ValueError as exc:
-        _fail(str(exc), 4)
+    _change_entry(
+        lambda session, now: dlq.resolve(
+            session, entry_id, note=note, actor=actor, now=now, tenant_id=tenant
+        ),
+        as_json,
+    )
 
 
 @dlq_app.command("note")
@@ -274,17 +299,14 @@ def dlq_note(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a note to a dead letter without changing its status."""
+    from settler_jobs import dlq
 
-    async def work(s: Services) -> dlq.DlqEntry:
-        async with s.sessions() as session, session.begin():
-            return await dlq.add_note(
-                session, entry_id, note=note, actor=actor, now=datetime.now(UTC), tenant_id=tenant
-            )
-
-    try:
-        emit_dlq([_run(work, migrate=True)], as_json, detail=True)
-    except ValueError as exc:
-        _fail(str(exc), 4)
+    _change_entry(
+        lambda session, now: dlq.add_note(
+            session, entry_id, note=note, actor=actor, now=now, tenant_id=tenant
+        ),
+        as_json,
+    )
 
 
 @db_app.command("upgrade")
@@ -292,6 +314,8 @@ def db_upgrade() -> None:
     """Apply all database migrations."""
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from settler_jobs.storage.migrate import upgrade_async
+
     _call(upgrade_async(settings.effective_database_url))
     typer.echo("database is up to date")
 

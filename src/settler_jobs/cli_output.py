@@ -7,13 +7,14 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from settler_jobs.dlq import DlqEntry
-from settler_jobs.queue import JobRecord, QueueCounts
+if TYPE_CHECKING:
+    from settler_jobs.dlq import DlqEntry
+    from settler_jobs.queue import JobRecord, QueueCounts
 
 _console = Console()
 

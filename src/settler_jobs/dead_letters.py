@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import dlq
-from settler_jobs.domain import Tier
+from settler_jobs.domain import DlqStatus, Tier
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.queue import JobQueue, JobRecord, Submission, Submitted
 
@@ -92,7 +92,7 @@ async def retry_entry(
     """
     async with sessions() as session:
         entry = await dlq.get_entry(session, entry_id, tenant_id=tenant_id)
-    if entry.status is not dlq.DlqStatus.OPEN:
+    if entry.status is not DlqStatus.OPEN:
         raise InvalidState(f"dead letter {entry_id} is {entry.status.value}; only open ones retry")
     if data is None:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Insert, and_, func, or_, select
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from settler_jobs import errors
+from settler_jobs.domain import DlqStatus as DlqStatus  # re-exported: part of this API
 from settler_jobs.redaction import redact
 from settler_jobs.storage.tables import DlqEntryRow, new_entry_id
 
@@ -30,14 +30,6 @@ MAX_NAME: Final = 128
 """Longest actor, job id or error type stored."""
 MAX_PAGE: Final = 500
 _NATURAL_KEY: Final = ["queue", "job_id", "failed_at_ms"]
-
-
-class DlqStatus(StrEnum):
-    """Where a DLQ entry is: waiting for an operator, or dealt with."""
-
-    OPEN = "open"
-    RESOLVED = "resolved"
-    RETRIED = "retried"
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,11 @@ def retry_after_s(
     if isinstance(error, RetryLater):
         return min(max(error.delay_s, 0.0), policy.max_delay_s)
     return retry_delay_s(policy, attempt, rng)
+
+
+class DlqStatus(StrEnum):
+    """Where a DLQ entry is: waiting for an operator, or dealt with."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    RETRIED = "retried"

@@ -10,19 +10,21 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
 from settler_jobs.errors import UnknownJobKind
-from settler_jobs.handlers.context import JobContext
+
+if TYPE_CHECKING:
+    from settler_jobs.handlers.context import JobContext
 
 EXPRESS_SUFFIX: Final = "-express"
 _NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 
-AsyncHandler = Callable[[Any, JobContext], Awaitable[Any]]
-BlockingHandler = Callable[[Any, JobContext], Any]
+AsyncHandler = Callable[[Any, "JobContext"], Awaitable[Any]]
+BlockingHandler = Callable[[Any, "JobContext"], Any]
 ProcessHandler = Callable[[Any], Any]
 
 

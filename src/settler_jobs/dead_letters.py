@@ -17,6 +17,7 @@ from settler_jobs import dlq
 from settler_jobs.domain import DlqStatus, Tier
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.queue import JobQueue, JobRecord, Submission, Submitted
+from settler_jobs.redaction import mask_string
 
 log = logging.getLogger(__name__)
 CANCELLED_PREFIX = "JobCancelled"
@@ -41,8 +42,9 @@ def failure_record(job: JobRecord) -> dlq.FailureRecord:
         tier=job.tier,
         payload=job.payload,
         error_type=error_type[:128],
-        error_message=message,
-        stacktrace="\n".join(job.stacktrace),
+        # Exception texts can quote URLs or tokens: mask what looks like a credential.
+        error_message=mask_string(message),
+        stacktrace=mask_string("\n".join(job.stacktrace)),
         attempts=job.attempts_made,
         failed_at_ms=failed_at,
         first_failed_at=_utc(job.first_failed_at_ms or failed_at),

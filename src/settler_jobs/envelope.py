@@ -16,6 +16,7 @@ from typing import Any, Final
 from settler_jobs.domain import PriorityClass, Tier, validate_tenant_id
 from settler_jobs.errors import InvalidJob, PayloadTooLarge, PermanentFailure
 
+_MAX_TIMEOUT_MS: Final = 86_400_000
 RESERVED_KEYS: Final = frozenset({"tenantId", "tenantTier", "jobId", "priorityClass", "timeoutMs"})
 
 
@@ -82,8 +83,10 @@ def parse(data: Any) -> Envelope:
         raise PermanentFailure(f"job data envelope is invalid: {exc}") from None
     job_id = data.get("jobId")
     timeout_ms = data.get("timeoutMs")
-    if timeout_ms is not None and not (isinstance(timeout_ms, int) and timeout_ms > 0):
-        raise PermanentFailure("timeoutMs must be a positive integer")
+    if timeout_ms is not None and not (
+        isinstance(timeout_ms, int) and 0 < timeout_ms <= _MAX_TIMEOUT_MS
+    ):
+        raise PermanentFailure(f"timeoutMs must be an integer in 1..{_MAX_TIMEOUT_MS}")
     return Envelope(
         tenant_id=tenant_id,
         tier=tier,

@@ -79,7 +79,7 @@ async def test_permanent_failure_skips_retries(settings: Settings) -> None:
     async def refuse(payload: dict[str, Any], ctx: JobContext) -> None:
         nonlocal calls
         calls += 1
-        raise PermanentFailure("account closed")
+        raise PermanentFailure("account closed at https://ops:s3cret@bank.example/api")
 
     kind = JobKind("refuse", refuse, retry=RetryPolicy(attempts=5))
     async with system(settings, Registry([kind])) as sys_:
@@ -89,6 +89,8 @@ async def test_permanent_failure_skips_retries(settings: Settings) -> None:
         assert done.failure_reason is not None and "account closed" in done.failure_reason
         [entry] = await eventually(sys_.dead_letters, lambda e: len(e) == 1)
         assert entry.error_type == "PermanentFailure"
+        assert "account closed" in entry.error_message
+        assert "s3cret" not in entry.error_message + entry.stacktrace
 
 
 async def test_dead_letter_lifecycle_retry_with_edited_data_and_resolve(

@@ -564,6 +564,8 @@ class LaneWorker:
                 "lockDuration": settings.lock_duration_ms,
                 "stalledInterval": settings.stalled_interval_ms,
                 "maxStalledCount": settings.max_stalled_count,
+                # How soon a fetch is retried after Redis went away (bullmq waits 15 s).
+                "runRetryDelay": 1000,
                 "name": f"settler-{kind}",
             },
         )

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import dead_letters, envelope
 from settler_jobs.config import Settings
 from settler_jobs.domain import failure_reason, retry_after_s
-from settler_jobs.errors import JobCancelled, PermanentFailure
+from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import Execution, JobKind, Registry
 from settler_jobs.metrics import Metrics
@@ -250,6 +251,11 @@ async def _forever(step: Callable[[], Awaitable[None]]) -> None:
             await step()
         except asyncio.CancelledError:
             raise
+        except (QueueUnavailable, RedisError, OSError) as exc:
+            log.warning(
+                "worker.redis_unavailable", extra={"step": step.__qualname__, "error": str(exc)}
+            )
+            await asyncio.sleep(1.0)
         except Exception:
             log.exception("worker.background_error", extra={"step": step.__qualname__})
             await asyncio.sleep(1.0)

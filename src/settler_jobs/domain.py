@@ -5,6 +5,7 @@ Nothing here does I/O or reads the clock; callers pass time and randomness in.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -140,13 +141,16 @@ def idempotent_job_id(tenant_id: str, kind: str, key: str) -> str:
         raise ValueError(f"idempotency key must be 1-{_IDEMPOTENCY_MAX} characters")
     # JSON framing keeps the three parts apart whatever characters they hold.
     framed = json.dumps([tenant_id, kind, key], ensure_ascii=True)
-    digest = hashlib.sha256(framed.encode()).hexdigest()
-    return f"idem-{digest[:40]}"
+    digest = hashlib.sha256(framed.encode()).digest()[:20]
+    return "i" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def new_job_id() -> str:
-    """A fresh random job id that obeys BullMQ's id rules."""
-    return f"job-{uuid.uuid4().hex}"
+    """A fresh random job id (128 random bits) that obeys BullMQ's id rules.
+
+    Short on purpose: Redis stores each id four times per job.
+    """
+    return "j" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 _JOB_ID_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")

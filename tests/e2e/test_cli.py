@@ -26,7 +26,7 @@ import typer.main
 from settler_jobs import cli as cli_module
 from settler_jobs import envelope
 from settler_jobs.config import Settings
-from settler_jobs.domain import PriorityClass, Tier, bullmq_priority
+from settler_jobs.domain import PriorityClass, Tier, bullmq_priority, new_job_id
 from settler_jobs.handlers import default_registry
 from settler_jobs.storage.migrate import current_revision
 
@@ -132,7 +132,7 @@ def test_submitted_job_is_shown_by_job_show_and_status(cli: Cli) -> None:
         '{"adapterConfig":{}}',
     )
     job_id = submitted["id"]
-    assert re.fullmatch(r"job-[0-9a-f]{32}", job_id)
+    assert re.fullmatch(r"j[A-Za-z0-9_-]{22}", job_id)
     assert submitted["queue"] == "reconciliation"
     assert submitted["state"] == "waiting"
     assert submitted["created"] is True
@@ -252,7 +252,7 @@ def test_oversized_data_is_refused_naming_limit_and_size(cli: Cli, redis_keys: A
         data,
         tenant_id="t1",
         tier=Tier.GROWTH,
-        job_id="job-" + "0" * 32,
+        job_id=new_job_id(),  # every generated id has the same length
         priority=PriorityClass.HIGH,
         timeout_s=None,
     )

@@ -257,7 +257,8 @@ async def test_metrics_count_outcomes_without_tenant_labels(settings: Settings) 
     line = 'job_completions_total{kind="measured",queue="measured",tier="starter"} 3.0'
     assert line in text
     assert "job_wait_seconds_count" in text and "job_duration_seconds_bucket" in text
-    assert "tenant-" not in text and "job-" not in text
+    assert "tenant-" not in text
+    assert not any(job.id in text for job in jobs)
 
 
 async def test_list_and_retry_failed_jobs(settings: Settings) -> None:

@@ -203,14 +203,15 @@ async def test_delayed_job_waits_then_runs(settings: Settings) -> None:
     registry = Registry([_recording_kind("later", seen)])
     async with system(settings, registry) as sys_:
         job = (
-            await sys_.queue.submit(Submission("later", {"label": "d"}, "t1", T.FREE, delay_s=0.5))
+            await sys_.queue.submit(Submission("later", {"label": "d"}, "t1", T.FREE, delay_s=1.5))
         ).job
+        assert job.state is JobState.DELAYED and job.delay_ms == 1500
         assert (await sys_.queue.get(job.id)).state is JobState.DELAYED
         done = await eventually(
-            lambda: sys_.queue.get(job.id), lambda j: j.state is JobState.COMPLETED
+            lambda: sys_.queue.get(job.id), lambda j: j.state is JobState.COMPLETED, timeout_s=30
         )
         assert done.processed_at_ms is not None
-        assert done.processed_at_ms - done.created_at_ms >= 500
+        assert done.processed_at_ms - done.created_at_ms >= 1500
 
 
 async def test_submit_fails_fast_when_redis_is_down(settings: Settings) -> None:

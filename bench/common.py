@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import platform
+import pstats
 import shutil
 import socket
 import statistics
@@ -25,14 +26,7 @@ from typing import Any
 import redis
 
 from settler_jobs.config import Settings
-from settler_jobs.domain import Tier
-from settler_jobs.handlers.context import JobContext
-from settler_jobs.kinds import JobKind, Registry
-from settler_jobs.queue import Submission
 from settler_jobs.redis_server import EmbeddedRedis
-
-KIND = "bench-noop"
-WORKER_PROC = Path(__file__).with_name("worker_proc.py")
 
 
 def add_redis_args(parser: argparse.ArgumentParser) -> None:
@@ -169,38 +163,6 @@ def redis_cpu_s(url: str) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def noop(payload: Any, ctx: JobContext) -> None:
-    """The no-op handler."""
-    return None
-
-
-def noop_registry(concurrency: int) -> Registry:
-    """A registry with the single no-op async kind."""
-    return Registry([JobKind(KIND, noop, concurrency=concurrency)])
-
-
-def seed_payload(i: int) -> dict[str, Any]:
-    """A reconciliation request shaped like the seed's (~200 bytes of JSON)."""
-    return {
-        "reconciliationId": f"rec-{i:08d}-{uuid.uuid4().hex[:12]}",
-        "adapterConfig": {
-            "adapter": "stripe",
-            "sourceAccountId": f"acct_{uuid.uuid4().hex[:16]}",
-            "ledgerId": f"ldg_{i % 997:04d}",
-            "dateFrom": "2025-01-01",
-            "dateTo": "2025-01-31",
-            "currency": "USD",
-        },
-        "requestedBy": f"user-{i % 50:03d}",
-    }
-
-
-def submission(i: int, tier: Tier = Tier.GROWTH, kind: str = KIND, **extra: Any) -> Submission:
-    """A seed-shaped submission of `kind` for tenant `t-<i % 100>`."""
-    data = {**seed_payload(i), **extra}
-    return Submission(kind=kind, data=data, tenant_id=f"t-{i % 100:03d}", tier=tier)
-
-
 def median(values: Sequence[float]) -> float:
     """Median, 0 for no values."""
     return statistics.median(values) if values else 0.0
@@ -249,3 +211,26 @@ def _fmt(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def short(path: str) -> str:
+    """A source path without this machine's directories."""
+    for marker in ("site-packages/", "/src/", "/lib/python3.11/", "/bench/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def print_cprofile(profiler: Any, top: int, wall: float) -> None:
+    """Top functions of a cProfile run by cumulative and by own time."""
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    python_s = sum(v[2] for v in stats.values())
+    print(f"\nPython time under the profiler: {python_s:.2f} s of {wall:.2f} s wall")
+    headers = ["function", "calls", "own s", "cumulative s", "cum % of Python"]
+    for title, col, rows in (("cumulative", 3, top), ("own", 2, 15)):
+        ranked = sorted(stats.items(), key=lambda kv: kv[1][col], reverse=True)[:rows]
+        cells = [
+            [f"{short(f)}:{line}({func})", nc, tt, ct, f"{100 * ct / python_s:.0f}%"]
+            for (f, line, func), (_, nc, tt, ct, _) in ranked
+        ]
+        table(f"Top {rows} by {title} time (cProfile)", headers, cells)

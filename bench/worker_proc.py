@@ -3,7 +3,8 @@
 Protocol on stdin/stdout, so start-up time is never timed: the process imports and
 builds everything, prints `ready`, waits for a `go` line, runs, and on a `stop` line
 (or EOF) shuts down and prints one JSON line: its CPU seconds between go and stop, and
-(with --record) the submit-to-start latency of every job it started.
+the submit-to-start latency of every job it started whose data has `submittedAt`
+(our enterprise jobs listed apart). With --hold, our shared-lane jobs block until stop.
 
     python bench/worker_proc.py --mode ours --redis-url redis://... --prefix bench-x
 """
@@ -22,13 +23,14 @@ from typing import Any
 
 import bullmq
 
-from common import KIND, settings
+from common import settings
 from settler_jobs.domain import Tier
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.runner import run
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.worker import WorkerRuntime
+from workload import KIND
 
 
 def _cpu_s() -> float:
@@ -39,9 +41,11 @@ def _cpu_s() -> float:
 class Recorder:
     """Start - submit time of each job whose data carries `submittedAt` (epoch seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: bool) -> None:
         self.latencies: list[float] = []
         self.express: list[float] = []
+        self.hold = hold
+        self.release = asyncio.Event()
 
     def note(self, data: Any, express: bool = False) -> None:
         submitted = data.get("submittedAt") if isinstance(data, dict) else None
@@ -49,15 +53,19 @@ class Recorder:
             (self.express if express else self.latencies).append(time.time() - submitted)
 
     async def handler(self, payload: Any, ctx: JobContext) -> None:
-        self.note(payload, ctx.tier is Tier.ENTERPRISE)
+        express = ctx.tier is Tier.ENTERPRISE
+        self.note(payload, express)
+        if self.hold and not express:
+            await self.release.wait()
 
 
 async def _line() -> str:
-    return (await asyncio.to_thread(sys.stdin.readline)).strip()
+    line: str = await asyncio.to_thread(sys.stdin.readline)
+    return line.strip()
 
 
 async def main(args: argparse.Namespace) -> None:
-    recorder = Recorder()
+    recorder = Recorder(args.hold)
     tmp = tempfile.TemporaryDirectory(prefix="settler-bench-")
     cfg = settings(args.redis_url, args.prefix, Path(tmp.name), keep_completed_count=args.keep)
     if args.mode == "ours":
@@ -67,27 +75,28 @@ async def main(args: argparse.Namespace) -> None:
     else:
 
         async def process(job: Any, token: str) -> None:
-            if args.record:
-                recorder.note(job.data)
+            recorder.note(job.data)
 
         opts = {"connection": args.redis_url, "prefix": args.prefix}
-        worker = bullmq.Worker(KIND, process, {**opts, "concurrency": args.concurrency})
-        worker.pause()  # autorun starts it; hold until `go`
+        worker_opts = {**opts, "concurrency": args.concurrency, "autorun": False}
+        worker = bullmq.Worker(KIND, process, worker_opts)
     print("ready", flush=True)
     await _line()
     cpu0 = _cpu_s()
     if args.mode == "ours":
         await runtime.start()
     else:
-        worker.resume()
+        running = asyncio.ensure_future(worker.run())
     while await _line() not in ("stop", ""):
         pass
     cpu = _cpu_s() - cpu0
+    recorder.release.set()
     if args.mode == "ours":
         await runtime.stop(grace_s=5)
         await engine.dispose()
     else:
         await worker.close()
+        await asyncio.gather(running, return_exceptions=True)
     tmp.cleanup()
     out = {"cpu_s": cpu, "latencies": recorder.latencies, "express": recorder.express}
     print(json.dumps(out), flush=True)
@@ -100,7 +109,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefix", required=True)
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--keep", type=int, default=1_000_000, help="completed jobs kept (ours)")
-    p.add_argument("--record", action="store_true", help="record submit-to-start latency")
+    p.add_argument("--hold", action="store_true", help="ours: non-enterprise jobs wait for stop")
     return p.parse_args(argv)
 
 

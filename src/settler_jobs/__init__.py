@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from settler_jobs.errors import PermanentFailure, RetryLater, SettlerError
     from settler_jobs.handlers.context import JobContext
     from settler_jobs.kinds import Execution, JobKind, Registry
-    from settler_jobs.queue import JobQueue, JobRecord, Submission, Submitted
+    from settler_jobs.queue import JobQueue
+    from settler_jobs.records import JobRecord, Submission, Submitted
 
 __version__ = "0.1.0"
 _HOMES = {
@@ -31,9 +32,9 @@ _HOMES = {
     "JobKind": "kinds",
     "Registry": "kinds",
     "JobQueue": "queue",
-    "JobRecord": "queue",
-    "Submission": "queue",
-    "Submitted": "queue",
+    "JobRecord": "records",
+    "Submission": "records",
+    "Submitted": "records",
 }
 __all__ = [
     "Execution",

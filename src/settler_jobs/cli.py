@@ -136,7 +136,7 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit one job; prints its id (with --json: id, queue, state, created)."""
-    from settler_jobs.queue import Submission
+    from settler_jobs.records import Submission
 
     try:
         sub = Submission(

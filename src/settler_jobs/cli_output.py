@@ -14,7 +14,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from settler_jobs.dlq import DlqEntry
-    from settler_jobs.queue import JobRecord, QueueCounts
+    from settler_jobs.records import JobRecord, QueueCounts
 
 _console = Console()
 

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs import dlq
 from settler_jobs.domain import DlqStatus, Tier
 from settler_jobs.errors import InvalidState, NotFound
-from settler_jobs.queue import JobQueue, JobRecord, Submission, Submitted
+from settler_jobs.queue import JobQueue
+from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.redaction import mask_string
 
 log = logging.getLogger(__name__)

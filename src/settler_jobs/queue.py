@@ -32,6 +32,7 @@ from settler_jobs.domain import (
 )
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.records import JobRecord, QueueCounts, Submission, Submitted
 from settler_jobs.redis_server import redis_errors
 
 _LOOKUP_ID_CHARS: Final = frozenset(
@@ -50,93 +51,6 @@ _PRIORITY_LEVELS: Final = sorted({bullmq_priority(c, t) for c in PriorityClass f
 _CANCEL_CHANNEL: Final = "settler:cancel"
 # Our own field on BullMQ's job hash (Node ignores it; it goes when the job goes).
 _FIRST_FAILED: Final = "settlerFirstFailedOn"
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """A request to run one job of a registered kind for a tenant."""
-
-    kind: str
-    data: Mapping[str, Any]
-    tenant_id: str
-    tier: Tier
-    priority: PriorityClass | None = None
-    delay_s: float = 0.0
-    idempotency_key: str | None = None
-    attempts: int | None = None
-    backoff_s: float | None = None
-    timeout_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """A job as callers see it."""
-
-    id: str
-    queue: str
-    kind: str
-    state: JobState
-    tenant_id: str | None
-    tier: str | None
-    priority_class: str | None
-    bullmq_priority: int
-    payload: dict[str, Any]
-    progress: Any
-    attempts_made: int
-    max_attempts: int
-    created_at_ms: int
-    processed_at_ms: int | None
-    finished_at_ms: int | None
-    delay_ms: int
-    result: Any
-    failure_reason: str | None
-    stacktrace: tuple[str, ...] = ()
-    first_failed_at_ms: int | None = None
-
-    @property
-    def express(self) -> bool:
-        """True if the job sits in its kind's enterprise express lane."""
-        return self.queue != self.kind
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly view (state as its name, no stack traces)."""
-        return {
-            "id": self.id,
-            "queue": self.queue,
-            "kind": self.kind,
-            "state": self.state.value,
-            "tenantId": self.tenant_id,
-            "tier": self.tier,
-            "priorityClass": self.priority_class,
-            "priority": self.bullmq_priority,
-            "data": self.payload,
-            "progress": self.progress,
-            "attemptsMade": self.attempts_made,
-            "maxAttempts": self.max_attempts,
-            "createdAt": self.created_at_ms,
-            "processedAt": self.processed_at_ms,
-            "finishedAt": self.finished_at_ms,
-            "delay": self.delay_ms,
-            "result": self.result,
-            "failureReason": self.failure_reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """The job a submission maps to; `created` is False for an idempotent repeat."""
-
-    job: JobRecord
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    """Counts per state of one queue, and the age of its oldest waiting job."""
-
-    queue: str
-    counts: dict[str, int]
-    oldest_waiting_ms: int | None
 
 
 def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
@@ -245,7 +159,8 @@ class JobQueue:
         now_ms = int(time.time() * 1000)
         prepared = [self._prepare(sub, now_ms) for sub in subs]
         async with redis_errors():
-            existing = await self._existing([p.job_id for p in prepared])
+            # Random ids cannot exist yet: only idempotent ones are looked up.
+            existing = await self._existing([p.job_id for p in prepared if p.idempotent])
             fresh: dict[str, list[dict[str, Any]]] = {}
             first: dict[str, int] = {}
             for index, p in enumerate(prepared):
@@ -276,6 +191,8 @@ class JobQueue:
 
     async def _existing(self, job_ids: Iterable[str]) -> set[str]:
         ids = list(job_ids)
+        if not ids:
+            return set()
         queues = self._registry.queues()
         pipe = self._client.pipeline(transaction=False)
         for job_id in ids:

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -23,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import dead_letters, envelope
 from settler_jobs.config import Settings
-from settler_jobs.domain import failure_reason, retry_after_s
+from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import Execution, JobKind, Registry
 from settler_jobs.metrics import Metrics
-from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, JobRecord, LaneWorker
+from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, LaneWorker
+from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
 
 log = logging.getLogger(__name__)
@@ -237,9 +239,7 @@ class WorkerRuntime:
         await _forever(once)
 
 
-def _with_base_delay(kind: JobKind, delay_ms: int) -> Any:
-    from dataclasses import replace
-
+def _with_base_delay(kind: JobKind, delay_ms: int) -> RetryPolicy:
     base = delay_ms / 1000
     return replace(kind.retry, base_delay_s=base, max_delay_s=max(kind.retry.max_delay_s, base))
 

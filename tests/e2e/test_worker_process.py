@@ -24,7 +24,8 @@ import redis.asyncio
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import NotFound
-from settler_jobs.queue import JobQueue, JobRecord, Submission
+from settler_jobs.queue import JobQueue
+from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client
 from tests.e2e.slow_worker import KIND, LOG_ENV, MODE_ENV, build_registry
 from tests.helpers import eventually

@@ -12,7 +12,8 @@ from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import InvalidJob, NotFound, PayloadTooLarge, QueueUnavailable
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
-from settler_jobs.queue import JobQueue, Submission
+from settler_jobs.queue import JobQueue
+from settler_jobs.records import Submission
 from settler_jobs.redis_server import redis_client
 from tests.harness import system
 from tests.helpers import eventually

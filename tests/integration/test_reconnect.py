@@ -12,7 +12,7 @@ from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import QueueUnavailable
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
-from settler_jobs.queue import JobRecord, Submission
+from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import EmbeddedRedis
 from tests.harness import system
 from tests.helpers import eventually

@@ -17,7 +17,7 @@ from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.errors import InvalidState, NotFound, PermanentFailure
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import Execution, JobKind, Registry
-from settler_jobs.queue import JobRecord, Submission
+from settler_jobs.records import JobRecord, Submission
 from tests.harness import System, system
 from tests.helpers import eventually
 

@@ -29,7 +29,8 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import NotFound
 from settler_jobs.handlers import default_registry
-from settler_jobs.queue import JobQueue, JobRecord, Submission
+from settler_jobs.queue import JobQueue
+from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async

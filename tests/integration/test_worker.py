@@ -138,10 +138,12 @@ async def test_graceful_stop_lets_in_flight_jobs_finish(settings: Settings) -> N
         await release.wait()
         return "finished"
 
-    async with system(settings, Registry([JobKind("slow", slow)])) as sys_:
+    async with system(settings, Registry([JobKind("slow", slow, concurrency=1)])) as sys_:
         job = (await sys_.queue.submit(Submission("slow", {}, "t1", Tier.FREE))).job
         await asyncio.wait_for(started.wait(), 10)
         stopping = asyncio.ensure_future(sys_.runtime.stop(grace_s=10))
+        # One slot, busy: the job submitted now can only be fetched after the first one
+        # finishes, and by then the worker is closing (stop ran during this submit).
         late = (await sys_.queue.submit(Submission("slow", {}, "t1", Tier.FREE))).job
         release.set()
         assert await asyncio.wait_for(stopping, 10) is True

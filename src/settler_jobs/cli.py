@@ -88,7 +88,7 @@ def _parse_data(raw: str | None) -> dict[str, Any]:
         _fail(f"cannot read --data file: {exc}", 4)
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         _fail(f"--data is not valid JSON: {exc}", 4)
     if not isinstance(data, dict):
         _fail("--data must be a JSON object", 4)

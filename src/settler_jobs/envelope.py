@@ -63,7 +63,9 @@ def build(
 def encoded_size(data: Mapping[str, Any], limit: int) -> int:
     """Size of the data as stored (compact UTF-8 JSON); PayloadTooLarge above `limit`."""
     try:
-        size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+        # NaN and Infinity are not JSON: a Node consumer could not parse the job.
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJob(f"job data is not JSON-serialisable: {exc}") from None
     if size > limit:

@@ -82,3 +82,15 @@ def test_size_counts_utf8_bytes_not_characters() -> None:
 def test_unserialisable_data_is_invalid() -> None:
     with pytest.raises(InvalidJob, match="JSON"):
         envelope.encoded_size({"x": object()}, 100)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"deep": None}])
+def test_data_a_node_consumer_could_not_read_is_invalid(value: object) -> None:
+    if isinstance(value, dict):
+        nested: dict[str, object] = {}
+        cursor = nested
+        for _ in range(100_000):
+            cursor["x"] = cursor = {}
+        value = nested
+    with pytest.raises(InvalidJob, match="JSON"):
+        envelope.encoded_size({"v": value}, 10_000_000)

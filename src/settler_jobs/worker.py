@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import multiprocessing
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -169,7 +170,11 @@ class WorkerRuntime:
             return loop.run_in_executor(self._threads, kind.handler, payload, ctx)
         if kind.execution is Execution.PROCESS:
             if self._processes is None:
-                self._processes = ProcessPoolExecutor(self.settings.cpu_processes or None)
+                # forkserver: forking a process that runs threads and a loop is unsafe.
+                self._processes = ProcessPoolExecutor(
+                    self.settings.cpu_processes or None,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                )
             return loop.run_in_executor(self._processes, kind.handler, payload)
         result: Awaitable[Any] = kind.handler(payload, ctx)
         return result

@@ -288,3 +288,21 @@ async def test_list_and_retry_failed_jobs(settings: Settings) -> None:
             await sys_.queue.retry(job.id)
         listed = await sys_.queue.list_jobs(kind="toggled")
         assert [(j.id, j.state) for j in listed] == [(job.id, JobState.COMPLETED)]
+
+
+def _cpu_bound(payload: dict[str, Any]) -> dict[str, int]:
+    import os
+
+    return {"pid": os.getpid(), "sum": sum(i * i for i in range(payload["n"]))}
+
+
+async def test_cpu_bound_handlers_run_in_another_process(settings: Settings) -> None:
+    import os
+
+    kind = JobKind("crunch", _cpu_bound, execution=Execution.PROCESS, timeout_s=60)
+    async with system(settings.model_copy(update={"cpu_processes": 1}), Registry([kind])) as sys_:
+        job = (await sys_.queue.submit(Submission("crunch", {"n": 1000}, "t1", Tier.FREE))).job
+        done = await eventually(lambda: _state(sys_, job.id), _finished, timeout_s=30)
+        assert done.state is JobState.COMPLETED, done.failure_reason
+        assert done.result["sum"] == sum(i * i for i in range(1000))
+        assert done.result["pid"] != os.getpid()

@@ -7,6 +7,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from settler_jobs.errors import ConfigError
+
 _DURATION_BUCKETS: Final = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600)
 _WAIT_BUCKETS: Final = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200)
 
@@ -56,5 +58,11 @@ class Metrics:
         )
 
     def serve(self, host: str, port: int) -> None:
-        """Expose /metrics over HTTP in a background thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+        """Expose /metrics over HTTP in a background thread; ConfigError if the port is taken."""
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /metrics on {host}:{port} ({exc.strerror or exc}); choose another "
+                "SETTLER_METRICS_PORT, or 0 to turn the endpoint off"
+            ) from None

@@ -8,13 +8,11 @@ and SQLite file under tmp_path, and no metrics port; it runs in tmp_path so that
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,63 +27,11 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import PriorityClass, Tier, bullmq_priority, new_job_id
 from settler_jobs.handlers import default_registry
 from settler_jobs.storage.migrate import current_revision
+from tests.e2e.cli_runner import Cli
 
-CLI_TIMEOUT_S = 60.0
 INVALID_JOB_EXIT = 4
 QUEUE_UNAVAILABLE_EXIT = 5
 NOT_FOUND_EXIT = 3
-
-
-class Cli:
-    """Runs `python -m settler_jobs` with the test's environment."""
-
-    def __init__(self, settings: Settings, tmp_path: Path) -> None:
-        assert settings.redis_url is not None
-        self.settings = settings
-        self.cwd = tmp_path
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
-        }
-        self.env = inherited | {
-            "REDIS_URL": settings.redis_url,
-            "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
-            "SETTLER_DATA_DIR": str(settings.data_dir),
-            "DATABASE_URL": settings.effective_database_url,
-            "SETTLER_METRICS_PORT": "0",
-            "COLUMNS": "200",  # no wrapped help or error lines
-        }
-
-    def __call__(
-        self, *args: str, env: Mapping[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "settler_jobs", *args],
-            cwd=self.cwd,
-            env=self.env | dict(env or {}),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
-
-    def ok(self, *args: str, env: Mapping[str, str] | None = None) -> str:
-        """Run a command that must succeed; its stdout."""
-        result = self(*args, env=env)
-        assert result.returncode == 0, (
-            f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-        return result.stdout
-
-    def json(self, *args: str, env: Mapping[str, str] | None = None) -> Any:
-        return json.loads(self.ok(*args, "--json", env=env))
-
-
-@pytest.fixture
-def cli(settings: Settings, tmp_path: Path) -> Cli:
-    return Cli(settings, tmp_path)
 
 
 @pytest.fixture

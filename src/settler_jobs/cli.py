@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from settler_jobs import logs
-from settler_jobs.cli_output import emit, emit_counts, emit_dlq, emit_job, emit_jobs
+from settler_jobs.cli_output import emit, emit_counts, emit_dlq, emit_job, emit_jobs, emit_rows
 from settler_jobs.config import Settings
 from settler_jobs.domain import DlqStatus, JobState, PriorityClass, Tier
 from settler_jobs.errors import (
@@ -199,6 +199,28 @@ def job_retry(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -
 def status(as_json: JsonOpt = False) -> None:
     """Counts per queue and state, and the oldest waiting job's age."""
     emit_counts(_run(lambda s: s.queue.counts()), as_json)
+
+
+@app.command()
+def kinds(as_json: JsonOpt = False) -> None:
+    """The registered job kinds with their lanes and defaults."""
+    from settler_jobs.handlers import default_registry
+
+    rows = [
+        {
+            "kind": k.name,
+            "queue": k.queue,
+            "expressQueue": k.express_queue,
+            "priority": k.priority.value,
+            "concurrency": k.concurrency,
+            "attempts": k.retry.attempts,
+            "backoffS": float(k.retry.base_delay_s),
+            "timeoutS": float(k.timeout_s),
+            "execution": k.execution.value,
+        }
+        for k in default_registry()
+    ]
+    emit_rows(rows, as_json)
 
 
 @dlq_app.command("list")

@@ -123,3 +123,14 @@ def emit_dlq(entries: Sequence[DlqEntry], as_json: bool, *, detail: bool = False
             e.last_failed_at.isoformat(timespec="seconds"),
         )
     _console.print(table)
+
+
+def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
+    """Uniform rows: JSON, or a table whose columns are the keys of the first row."""
+    if as_json or not rows:
+        emit(list(rows))
+        return
+    table = Table(*rows[0])
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    _console.print(table)

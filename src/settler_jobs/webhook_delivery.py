@@ -1,0 +1,257 @@
+"""One webhook delivery attempt and how it is classified (no database, no queue).
+
+`attempt` POSTs once, never follows redirects, keeps at most `excerpt_bytes` of the
+response and is bounded as a whole by `deadline_s`; network failures become results:
+
+* 2xx SUCCEEDED; 410 GONE; 3xx RETRY ``redirect``; other 4xx/5xx RETRY ``http_4xx`` /
+  ``http_5xx`` (429 and 503 with ``Retry-After`` as `retry_after_s`);
+* timeouts, a trickling body included, RETRY ``timeout``; connection failures RETRY
+  ``connect`` / ``tls`` / ``protocol`` / ``network``;
+* a `SettlerError` from the client's transport (the SSRF guard) FAILED_PERMANENT
+  ``refused``, its message as the excerpt; a URL httpx cannot use ``invalid_url``.
+
+`next_delay_s` turns a RETRY result into the wait before the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+
+import httpx
+
+from settler_jobs.domain import RetryPolicy, retry_delay_s
+from settler_jobs.errors import SettlerError
+
+DEFAULT_EXCERPT_BYTES: Final = 1024
+DEFAULT_RETRY_AFTER_CAP_S: Final = 3600.0
+_RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+_DELTA_SECONDS_RE: Final = re.compile(r"^[+-]?\d{1,12}(?:\.\d{1,6})?$")
+_HANDLED_ERRORS: Final = (httpx.TransportError, httpx.InvalidURL, SettlerError, OSError)
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+class Outcome(StrEnum):
+    """What the delivery should do next."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    GONE = "gone"
+    FAILED_PERMANENT = "failed_permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """The classified result of one attempt.
+
+    `status_code` is the response status if one arrived (also when the body then timed
+    out); `response_excerpt` holds the first bytes of the body read, decoded with
+    replacement characters (for ``refused``, the refusal message).
+    """
+
+    outcome: Outcome
+    status_code: int | None
+    latency_ms: int
+    error_class: str | None
+    response_excerpt: str
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What has been seen so far, kept outside the timeout scope."""
+
+    started: float = field(default_factory=time.monotonic)
+    status_code: int | None = None
+    retry_after: str | None = None
+    excerpt: bytearray = field(default_factory=bytearray)
+
+    def result(
+        self, outcome: Outcome, error_class: str | None, *, retry_after_s: float | None = None
+    ) -> AttemptResult:
+        return AttemptResult(
+            outcome=outcome,
+            status_code=self.status_code,
+            latency_ms=round((time.monotonic() - self.started) * 1000),
+            error_class=error_class,
+            response_excerpt=self.excerpt.decode("utf-8", errors="replace"),
+            retry_after_s=retry_after_s,
+        )
+
+
+async def attempt(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    deadline_s: float,
+    excerpt_bytes: int = DEFAULT_EXCERPT_BYTES,
+    retry_after_cap_s: float = DEFAULT_RETRY_AFTER_CAP_S,
+) -> AttemptResult:
+    """POST `body` to `url` once and classify the outcome (see the module docstring).
+
+    Connect, send, response headers and excerpt all end within `deadline_s`. At most
+    `excerpt_bytes` of the body are kept, then the response is closed (the transport may
+    have buffered one network read more). Raises only for bad arguments and bugs.
+    """
+    if not deadline_s > 0 or excerpt_bytes < 0 or not retry_after_cap_s >= 0:
+        raise ValueError("need deadline_s > 0, excerpt_bytes >= 0 and retry_after_cap_s >= 0")
+    progress = _Progress()
+    request_headers = httpx.Headers(dict(headers))
+    request_headers["accept-encoding"] = "identity"  # the excerpt is read raw
+    try:
+        async with asyncio.timeout(deadline_s):
+            request = client.build_request(
+                "POST", url, content=body, headers=request_headers, timeout=deadline_s
+            )
+            await _exchange(client, request, excerpt_bytes, progress)
+    except TimeoutError:
+        return progress.result(Outcome.RETRY, "timeout")
+    except _HANDLED_ERRORS as exc:
+        outcome, error_class = classify_error(exc)
+        if error_class == "refused":
+            refusal = _find_in_chain(exc, SettlerError)
+            progress.excerpt[:] = str(refusal).encode()[:excerpt_bytes]
+        return progress.result(outcome, error_class)
+    return _classify_response(progress, retry_after_cap_s)
+
+
+async def _exchange(
+    client: httpx.AsyncClient, request: httpx.Request, limit: int, progress: _Progress
+) -> None:
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        progress.status_code = response.status_code
+        progress.retry_after = response.headers.get("retry-after")
+        await _read_excerpt(response, limit, progress.excerpt)
+    finally:
+        await response.aclose()
+
+
+async def _read_excerpt(response: httpx.Response, limit: int, into: bytearray) -> None:
+    """Append up to `limit` raw body bytes to `into`, then stop reading."""
+    if limit == 0:
+        return
+    chunks = response.aiter_raw()
+    try:
+        async for chunk in chunks:
+            into += chunk[: limit - len(into)]
+            if len(into) >= limit:
+                break
+    finally:
+        close: Any = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _classify_response(progress: _Progress, retry_after_cap_s: float) -> AttemptResult:
+    status = progress.status_code
+    if status is None:  # cannot happen: set as soon as the response headers arrive
+        raise RuntimeError("the exchange ended without a response status")
+    outcome, error_class = classify_status(status)
+    retry_after = None
+    if status in _RETRY_AFTER_STATUSES:
+        retry_after = parse_retry_after(
+            progress.retry_after, now=datetime.now(UTC), cap_s=retry_after_cap_s
+        )
+    return progress.result(outcome, error_class, retry_after_s=retry_after)
+
+
+def classify_status(status: int) -> tuple[Outcome, str | None]:
+    """Outcome and error class of a response status (redirects are never followed)."""
+    if 200 <= status < 300:
+        return Outcome.SUCCEEDED, None
+    if status == 410:
+        return Outcome.GONE, "http_4xx"
+    if 300 <= status < 400:
+        return Outcome.RETRY, "redirect"
+    if 400 <= status < 500:
+        return Outcome.RETRY, "http_4xx"
+    if 500 <= status < 600:
+        return Outcome.RETRY, "http_5xx"
+    return Outcome.RETRY, "http_other"
+
+
+_PASSING_RULES = frozenset({"unresolvable", "no-addresses"})
+
+
+def classify_error(exc: BaseException) -> tuple[Outcome, str]:
+    """Outcome and error class of an exception raised while sending or receiving."""
+    refused = _find_in_chain(exc, SettlerError)
+    if refused is not None:
+        # A name that does not resolve now may resolve later: that is not a refusal.
+        if getattr(refused, "rule", None) in _PASSING_RULES:
+            return Outcome.RETRY, "dns"
+        return Outcome.FAILED_PERMANENT, "refused"
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return Outcome.FAILED_PERMANENT, "invalid_url"
+    if _find_in_chain(exc, ssl.SSLError) is not None:
+        return Outcome.RETRY, "tls"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return Outcome.RETRY, "timeout"
+    if isinstance(exc, httpx.ConnectError | ConnectionRefusedError):
+        return Outcome.RETRY, "connect"
+    if isinstance(exc, httpx.ProtocolError):
+        return Outcome.RETRY, "protocol"
+    return Outcome.RETRY, "network"
+
+
+def _find_in_chain(exc: BaseException, kind: type[_E]) -> _E | None:
+    """`exc` or the first of its causes / contexts that is a `kind`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: datetime, cap_s: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+
+    Negative values and past dates give 0; values above `cap_s` give `cap_s`; anything
+    unparseable (or no header) gives None.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS_RE.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" means UTC without saying so
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, 0.0), cap_s)
+
+
+def next_delay_s(
+    result: AttemptResult, attempt: int, policy: RetryPolicy, rng: random.Random
+) -> float:
+    """Seconds before retrying after `result`, the `attempt`-th (1-based) attempt.
+
+    The receiver's Retry-After when it sent one (capped by ``policy.max_delay_s``), else
+    exponential backoff with jitter (`domain.retry_delay_s`). Whether attempts remain is
+    the caller's decision. Raises ValueError for results that are not RETRY.
+    """
+    if result.outcome is not Outcome.RETRY:
+        raise ValueError(f"no retry follows a {result.outcome.value} attempt")
+    if result.retry_after_s is not None:
+        return min(max(result.retry_after_s, 0.0), policy.max_delay_s)
+    return retry_delay_s(policy, attempt, rng)

@@ -46,6 +46,8 @@ _BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
     JobState.FAILED: ("failed",),
 }
 _MAX_DELAY_S: Final = 366 * 86_400
+_BULK_CHUNK: Final = 1000
+_MAX_LIST_OFFSET: Final = 10_000
 # The priority numbers we hand out (12 shared, 4 express); see domain.bullmq_priority.
 _PRIORITY_LEVELS: Final = sorted({bullmq_priority(c, t) for c in PriorityClass for t in Tier})
 _CANCEL_CHANNEL: Final = "settler:cancel"
@@ -170,7 +172,9 @@ class JobQueue:
                         {"name": p.kind, "data": p.data, "opts": p.opts}
                     )
             for queue, jobs in fresh.items():
-                await self._queue(queue).addBulk(jobs)
+                # Bounded transactions: a huge batch must not block Redis or buffer at once.
+                for start in range(0, len(jobs), _BULK_CHUNK):
+                    await self._queue(queue).addBulk(jobs[start : start + _BULK_CHUNK])
             return [
                 await self._outcome(p, added=first.get(p.job_id) == index)
                 for index, p in enumerate(prepared)
@@ -191,16 +195,20 @@ class JobQueue:
 
     async def _existing(self, job_ids: Iterable[str]) -> set[str]:
         ids = list(job_ids)
-        if not ids:
-            return set()
         queues = self._registry.queues()
-        pipe = self._client.pipeline(transaction=False)
-        for job_id in ids:
-            for q in queues:
-                pipe.exists(self._key(q, job_id))
-        flags = await pipe.execute()
-        width = len(queues)
-        return {job_id for i, job_id in enumerate(ids) if any(flags[i * width : (i + 1) * width])}
+        found: set[str] = set()
+        for start in range(0, len(ids), _BULK_CHUNK):
+            chunk = ids[start : start + _BULK_CHUNK]
+            pipe = self._client.pipeline(transaction=False)
+            for job_id in chunk:
+                for q in queues:
+                    pipe.exists(self._key(q, job_id))
+            flags = await pipe.execute()
+            width = len(queues)
+            found.update(
+                job_id for i, job_id in enumerate(chunk) if any(flags[i * width : (i + 1) * width])
+            )
+        return found
 
     def _key(self, queue: str, suffix: str) -> str:
         return f"{self._settings.queue_prefix}:{queue}:{suffix}"
@@ -251,6 +259,8 @@ class JobQueue:
     ) -> list[JobRecord]:
         """Newest jobs first, optionally filtered; the tenant filter applies to the page."""
         limit = max(1, min(limit, 500))
+        if not 0 <= offset <= _MAX_LIST_OFFSET:
+            raise ValueError(f"offset must be between 0 and {_MAX_LIST_OFFSET}; filter instead")
         kinds = [self._registry.get(kind)] if kind else list(self._registry)
         states = [state] if state else list(_BULLMQ_STATES)
         out: list[JobRecord] = []

@@ -225,3 +225,18 @@ async def test_submit_fails_fast_when_redis_is_down(settings: Settings) -> None:
         await queue.submit(Submission("k", {"label": "x"}, "t1", T.FREE))
     assert time.monotonic() - started < 2.5
     await queue.close()
+
+
+async def test_a_large_bulk_submit_is_written_in_bounded_chunks(settings: Settings) -> None:
+    registry = Registry([_recording_kind("bulk", [])])
+    async with system(settings, registry, start=False) as sys_:
+        subs = [
+            Submission("bulk", {"label": str(i)}, "t1", T.FREE, idempotency_key=f"k{i % 2500}")
+            for i in range(5000)
+        ]
+        results = await sys_.queue.submit_bulk(subs)
+        assert sum(r.created for r in results) == 2500
+        counts = {c.queue: c.counts["waiting"] for c in await sys_.queue.counts()}
+        assert counts["bulk"] == 2500
+        with pytest.raises(ValueError, match="offset"):
+            await sys_.queue.list_jobs(offset=10_001)

@@ -202,6 +202,20 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def pause(kind: str) -> None:
+    """Stop every worker from starting new jobs of KIND (both lanes); running ones finish."""
+    _run(lambda s: s.queue.pause(kind))
+    typer.echo(f"{kind} paused")
+
+
+@app.command()
+def resume(kind: str) -> None:
+    """Let workers start jobs of KIND again."""
+    _run(lambda s: s.queue.resume(kind))
+    typer.echo(f"{kind} resumed")
+
+
+@app.command()
 def kinds(as_json: JsonOpt = False) -> None:
     """The registered job kinds with their lanes and defaults."""
     from settler_jobs.handlers import default_registry

@@ -306,3 +306,23 @@ async def test_cpu_bound_handlers_run_in_another_process(settings: Settings) -> 
         assert done.state is JobState.COMPLETED, done.failure_reason
         assert done.result["sum"] == sum(i * i for i in range(1000))
         assert done.result["pid"] != os.getpid()
+
+
+async def test_pause_stops_new_starts_until_resume(settings: Settings) -> None:
+    seen: list[str] = []
+
+    async def record(payload: dict[str, Any], ctx: JobContext) -> None:
+        seen.append(ctx.job_id)
+
+    registry = Registry([JobKind("pausable", record), JobKind("control", record)])
+    async with system(settings, registry) as sys_:
+        await sys_.queue.pause("pausable")
+        job = (await sys_.queue.submit(Submission("pausable", {}, "t1", Tier.FREE))).job
+        # A job submitted later to a running kind finishes: the worker was fetching.
+        control = (await sys_.queue.submit(Submission("control", {}, "t1", Tier.FREE))).job
+        await eventually(lambda: _state(sys_, control.id), _finished)
+        assert (await sys_.queue.get(job.id)).state is JobState.WAITING
+        assert seen == [control.id]
+        await sys_.queue.resume("pausable")
+        await eventually(lambda: _state(sys_, job.id), _finished)
+        assert seen == [control.id, job.id]

@@ -47,6 +47,7 @@ _BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
 }
 _MAX_DELAY_S: Final = 366 * 86_400
 _BULK_CHUNK: Final = 1000
+_CLOSE_TIMEOUT_S: Final = 10.0
 _MAX_LIST_OFFSET: Final = 10_000
 # The priority numbers we hand out (12 shared, 4 express); see domain.bullmq_priority.
 _PRIORITY_LEVELS: Final = sorted({bullmq_priority(c, t) for c in PriorityClass for t in Tier})
@@ -625,9 +626,12 @@ class LaneWorker:
         if not done:
             self.interrupt()
         clean = not self._interrupted
-        await closing
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._hooks:
-            await asyncio.gather(*self._hooks, return_exceptions=True)
+        # Every wait below is bounded: a shutdown must end even if a connection hangs.
+        pending = [t for t in (closing, self._task, *self._hooks) if t is not None]
+        _, stuck = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
+            clean = False
         return clean

@@ -59,12 +59,13 @@ def _schema_diff(connection: Connection) -> list[Any]:
 
 
 def test_migrations_reach_head_and_round_trip(db_url: str) -> None:
-    assert ScriptDirectory.from_config(alembic_config(db_url)).get_current_head() == "0001"
-    assert current_revision(db_url) == "0001"
+    head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
+    assert head is not None and head >= "0001"
+    assert current_revision(db_url) == head
     command.downgrade(alembic_config(db_url), "base")
     assert current_revision(db_url) is None
     upgrade(db_url)
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == head
 
 
 async def test_migrated_schema_matches_the_models(db_url: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,9 +36,7 @@ from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, QueueCounts, Submission, Submitted
 from settler_jobs.redis_server import redis_errors
 
-_LOOKUP_ID_CHARS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
-)
+_LOOKUP_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_.-")
 _BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
     JobState.WAITING: ("waiting", "prioritized", "paused"),
     JobState.DELAYED: ("delayed",),

@@ -16,6 +16,9 @@ from sqlalchemy import Connection, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
+from settler_jobs import webhook_delivery_log as wl
+from settler_jobs import webhook_endpoints as we
+from settler_jobs import webhook_records as wr
 from settler_jobs import webhook_store as ws
 from settler_jobs.domain import is_valid_job_id
 from settler_jobs.net_guard import GuardPolicy, Refused
@@ -24,7 +27,7 @@ from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.migrate import alembic_config, current_revision, upgrade
 from settler_jobs.storage.tables import Base
 from settler_jobs.storage.webhook_tables import WebhookAttemptRow, WebhookEndpointRow
-from settler_jobs.webhook_store import DeliveryStatus, Endpoint
+from settler_jobs.webhook_records import DeliveryStatus, Endpoint
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2024, 12, 9, 12, 0, tzinfo=UTC)
@@ -52,7 +55,7 @@ async def add_endpoint(
     sessions: Sessions, tenant: str = "tenant-a", types: list[str] | None = None
 ) -> tuple[Endpoint, str]:
     async with sessions() as session, session.begin():
-        return await ws.create_endpoint(
+        return await we.create_endpoint(
             session,
             BOX,
             tenant_id=tenant,
@@ -67,7 +70,7 @@ async def add_endpoint(
 
 async def publish(
     sessions: Sessions, tenant: str = "tenant-a", event_type: str = "invoice.paid"
-) -> list[ws.Delivery]:
+) -> list[wr.Delivery]:
     async with sessions() as session, session.begin():
         _event, deliveries = await ws.publish(
             session, tenant_id=tenant, event_type=event_type, payload={"n": 1}, now=T0
@@ -75,7 +78,7 @@ async def publish(
     return deliveries
 
 
-async def one_delivery(sessions: Sessions) -> tuple[Endpoint, ws.Delivery]:
+async def one_delivery(sessions: Sessions) -> tuple[Endpoint, wr.Delivery]:
     endpoint, _secret = await add_endpoint(sessions)
     (delivery,) = await publish(sessions)
     return endpoint, delivery
@@ -83,9 +86,9 @@ async def one_delivery(sessions: Sessions) -> tuple[Endpoint, ws.Delivery]:
 
 async def attempt(
     sessions: Sessions, delivery_id: str, outcome: str, now: datetime = T0, **extra: Any
-) -> ws.Delivery:
+) -> wr.Delivery:
     async with sessions() as session, session.begin():
-        started, _endpoint, _event = await ws.start_attempt(session, delivery_id, now=now)
+        started, _endpoint, _event = await wl.start_attempt(session, delivery_id, now=now)
         assert started.status is DeliveryStatus.DELIVERING
         fields: dict[str, Any] = {
             "status_code": 500,
@@ -94,7 +97,7 @@ async def attempt(
             "response_excerpt": "boom",
             "next_retry_at": now + timedelta(minutes=1),
         }
-        return await ws.record_attempt(
+        return await wl.record_attempt(
             session,
             delivery_id,
             attempt_no=started.attempts,
@@ -107,7 +110,7 @@ async def attempt(
 
 async def endpoint_of(sessions: Sessions, endpoint_id: str, tenant: str = "tenant-a") -> Endpoint:
     async with sessions() as session:
-        return await ws.get_endpoint(session, endpoint_id, tenant_id=tenant)
+        return await we.get_endpoint(session, endpoint_id, tenant_id=tenant)
 
 
 def _schema(connection: Connection) -> tuple[set[str], list[Any]]:
@@ -149,8 +152,8 @@ async def test_create_shows_the_secret_once_and_stores_it_sealed(
         stored = await session.scalar(
             select(WebhookEndpointRow.secret_ciphertext).where(WebhookEndpointRow.id == endpoint.id)
         )
-        listed = await ws.list_endpoints(session, tenant_id="tenant-a")
-        revealed = await ws.reveal_secrets(session, BOX, endpoint.id, now=T0)
+        listed = await we.list_endpoints(session, tenant_id="tenant-a")
+        revealed = await we.reveal_secrets(session, BOX, endpoint.id, now=T0)
     assert stored is not None and stored != secret
     assert secret not in stored and secret.removeprefix("whsec_") not in stored
     assert listed == [endpoint] and revealed == [secret]
@@ -168,22 +171,22 @@ async def test_registration_refuses_unsafe_urls_by_rule(db_session_factory: Sess
     async with db_session_factory() as session, session.begin():
         for url, resolver, rule in cases:
             with pytest.raises(Refused) as caught:
-                await ws.create_endpoint(
+                await we.create_endpoint(
                     session, BOX, tenant_id="tenant-a", url=url, event_types=None,
                     description="", policy=POLICY, resolver=resolver, now=T0,
                 )  # fmt: skip
             assert caught.value.rule == rule
-        allowed, _secret = await ws.create_endpoint(
+        allowed, _secret = await we.create_endpoint(
             session, BOX, tenant_id="tenant-a", url="http://hooks.example.test/",
             event_types=None, description="", policy=GuardPolicy(allow_http=True),
             resolver=public_dns, now=T0,
         )  # fmt: skip
         with pytest.raises(Refused, match="loopback"):
-            await ws.update_endpoint(
+            await we.update_endpoint(
                 session, allowed.id, tenant_id="tenant-a", url="https://internal.example.test/",
                 policy=POLICY, resolver=loopback_dns, now=T0,
             )  # fmt: skip
-        assert [e.url for e in await ws.list_endpoints(session, tenant_id="tenant-a")] == [
+        assert [e.url for e in await we.list_endpoints(session, tenant_id="tenant-a")] == [
             "http://hooks.example.test/"
         ]
 
@@ -204,7 +207,7 @@ async def test_registration_validates_types_and_description(
 ) -> None:
     async with db_session_factory() as session, session.begin():
         with pytest.raises(ValueError):
-            await ws.create_endpoint(
+            await we.create_endpoint(
                 session, BOX, tenant_id="tenant-a", url=URL, event_types=types,
                 description=description, policy=POLICY, resolver=public_dns, now=T0,
             )  # fmt: skip
@@ -214,10 +217,10 @@ async def test_update_endpoint_changes_only_what_is_given(db_session_factory: Se
     endpoint, _secret = await add_endpoint(db_session_factory, types=["invoice.paid"])
     later = T0 + timedelta(minutes=1)
     async with db_session_factory() as session, session.begin():
-        described = await ws.update_endpoint(
+        described = await we.update_endpoint(
             session, endpoint.id, tenant_id="tenant-a", description="new", policy=POLICY, now=later
         )
-        everything = await ws.update_endpoint(
+        everything = await we.update_endpoint(
             session, endpoint.id, tenant_id="tenant-a", event_types=["*"], policy=POLICY, now=later
         )
     assert described.event_types == ("invoice.paid",) and described.description == "new"
@@ -229,14 +232,14 @@ async def test_rotation_signs_with_both_secrets_during_the_grace(
 ) -> None:
     endpoint, old = await add_endpoint(db_session_factory)
     async with db_session_factory() as session, session.begin():
-        rotated, new = await ws.rotate_secret(
+        rotated, new = await we.rotate_secret(
             session, BOX, endpoint.id, tenant_id="tenant-a", grace=timedelta(hours=1), now=T0
         )
     assert new != old and rotated.secret_hint == mask(new)
     assert rotated.previous_secret_expires_at == T0 + timedelta(hours=1)
     async with db_session_factory() as session:
-        during = await ws.reveal_secrets(session, BOX, endpoint.id, now=T0 + timedelta(minutes=30))
-        after = await ws.reveal_secrets(session, BOX, endpoint.id, now=T0 + timedelta(hours=2))
+        during = await we.reveal_secrets(session, BOX, endpoint.id, now=T0 + timedelta(minutes=30))
+        after = await we.reveal_secrets(session, BOX, endpoint.id, now=T0 + timedelta(hours=2))
     assert during == [new, old]
     assert after == [new]
 
@@ -250,7 +253,7 @@ async def test_publish_fans_out_to_enabled_subscribed_endpoints_of_the_tenant(
     disabled, _ = await add_endpoint(db_session_factory)
     await add_endpoint(db_session_factory, tenant="tenant-b")
     async with db_session_factory() as session, session.begin():
-        await ws.set_enabled(
+        await we.set_enabled(
             session, disabled.id, tenant_id="tenant-a", enabled=False, reason="paused", now=T0
         )
         event, deliveries = await ws.publish(
@@ -301,7 +304,7 @@ async def test_outbox_lists_until_marked_and_the_sweep_finds_stuck_work(
         assert (
             await ws.due_without_job(session, now=T0 - timedelta(seconds=1), stale_before=T0) == []
         )
-        await ws.start_attempt(session, delivery.id, now=T0)
+        await wl.start_attempt(session, delivery.id, now=T0)
         later = T0 + timedelta(minutes=10)
         assert await ws.due_without_job(session, now=later, stale_before=T0) == []
         (stuck,) = await ws.due_without_job(session, now=later, stale_before=later)
@@ -340,13 +343,13 @@ async def test_410_gone_disables_the_endpoint_and_notifies_once(
     gone = await attempt(db_session_factory, delivery.id, "gone", status_code=410)
     assert gone.status is DeliveryStatus.FAILED and gone.next_attempt_at is None
     disabled = await endpoint_of(db_session_factory, endpoint.id)
-    assert not disabled.enabled and disabled.disabled_reason == ws.GONE_REASON
+    assert not disabled.enabled and disabled.disabled_reason == wr.GONE_REASON
     assert disabled.disabled_at == T0
     async with db_session_factory() as session, session.begin():
         limits: dict[str, Any] = {"max_consecutive": 10, "max_failing": timedelta(days=3)}
-        note = await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
-        assert await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
-    assert note is not None and ws.GONE_REASON in note.body
+        note = await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
+        assert await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
+    assert note is not None and wr.GONE_REASON in note.body
     assert "/in" not in note.subject  # no path: it may carry secrets
 
 
@@ -358,16 +361,16 @@ async def test_unhealthy_endpoint_is_disabled_after_n_failures_with_one_notice(
         await attempt(db_session_factory, delivery.id, "failed", error_class="refused")
     limits: dict[str, Any] = {"max_consecutive": 3, "max_failing": timedelta(days=3)}
     async with db_session_factory() as session, session.begin():
-        assert await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
+        assert await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
     (third,) = await publish(db_session_factory)
     await attempt(db_session_factory, third.id, "retry")
     async with db_session_factory() as session, session.begin():
-        note = await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
-        again = await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
-        notes = await ws.list_notifications(session, tenant_id="tenant-a")
-        other = await ws.list_notifications(session, tenant_id="tenant-b")
+        note = await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
+        again = await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
+        notes = await we.list_notifications(session, tenant_id="tenant-a")
+        other = await we.list_notifications(session, tenant_id="tenant-b")
     assert note is not None and again is None and notes == [note] and other == []
-    assert note.kind == ws.DISABLED_KIND and note.tenant_id == "tenant-a"
+    assert note.kind == wr.DISABLED_KIND and note.tenant_id == "tenant-a"
     disabled = await endpoint_of(db_session_factory, endpoint.id)
     assert not disabled.enabled and disabled.disabled_reason == "3 consecutive failed attempts"
 
@@ -380,11 +383,11 @@ async def test_endpoint_failing_too_long_is_disabled_and_enabling_resets_health(
     limits: dict[str, Any] = {"max_consecutive": 100, "max_failing": timedelta(days=3)}
     async with db_session_factory() as session, session.begin():
         soon = T0 + timedelta(days=2)
-        assert await ws.disable_if_unhealthy(session, endpoint.id, now=soon, **limits) is None
-        note = await ws.disable_if_unhealthy(
+        assert await we.disable_if_unhealthy(session, endpoint.id, now=soon, **limits) is None
+        note = await we.disable_if_unhealthy(
             session, endpoint.id, now=T0 + timedelta(days=3), **limits
         )
-        enabled = await ws.set_enabled(
+        enabled = await we.set_enabled(
             session, endpoint.id, tenant_id="tenant-a", enabled=True, reason=None, now=T0
         )
     assert note is not None and "failing without a success since" in note.body
@@ -397,12 +400,12 @@ async def test_disabling_by_hand_owes_no_notice_and_stops_pending_work(
 ) -> None:
     endpoint, delivery = await one_delivery(db_session_factory)
     async with db_session_factory() as session, session.begin():
-        await ws.set_enabled(
+        await we.set_enabled(
             session, endpoint.id, tenant_id="tenant-a", enabled=False, reason=None, now=T0
         )
         limits: dict[str, Any] = {"max_consecutive": 1, "max_failing": timedelta(0)}
-        assert await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
-        skipped, _endpoint, _event = await ws.start_attempt(session, delivery.id, now=T0)
+        assert await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
+        skipped, _endpoint, _event = await wl.start_attempt(session, delivery.id, now=T0)
         with pytest.raises(errors.InvalidState, match="disabled"):
             await ws.redeliver(session, delivery.id, tenant_id="tenant-a", now=T0)
     assert skipped.status is DeliveryStatus.FAILED and skipped.attempts == 0
@@ -423,7 +426,7 @@ async def test_redeliver_bumps_the_generation_and_cancel_stops(
             await ws.cancel_delivery(session, delivery.id, tenant_id="tenant-a", now=T0)
         again = await ws.redeliver(session, delivery.id, tenant_id="tenant-a", now=later)
         (queued,) = await ws.unenqueued(session)
-        stale, _, _ = await ws.start_attempt(session, delivery.id, now=later, generation=1)
+        stale, _, _ = await wl.start_attempt(session, delivery.id, now=later, generation=1)
     assert cancelled.status is DeliveryStatus.CANCELLED and cancelled.next_attempt_at is None
     assert again.generation == 2 and again.status is DeliveryStatus.PENDING
     assert again.next_attempt_at == later and again.job_id != delivery.job_id
@@ -456,23 +459,23 @@ async def test_other_tenants_get_not_found(db_session_factory: Sessions) -> None
     await attempt(db_session_factory, delivery.id, "succeeded")
     b: dict[str, Any] = {"tenant_id": "tenant-b"}
     calls: list[Callable[[AsyncSession], Awaitable[object]]] = [
-        lambda s: ws.get_endpoint(s, endpoint.id, **b),
-        lambda s: ws.update_endpoint(s, endpoint.id, description="x", policy=POLICY, now=T0, **b),
-        lambda s: ws.set_enabled(s, endpoint.id, enabled=False, reason=None, now=T0, **b),
-        lambda s: ws.rotate_secret(s, BOX, endpoint.id, grace=timedelta(0), now=T0, **b),
-        lambda s: ws.delete_endpoint(s, endpoint.id, **b),
+        lambda s: we.get_endpoint(s, endpoint.id, **b),
+        lambda s: we.update_endpoint(s, endpoint.id, description="x", policy=POLICY, now=T0, **b),
+        lambda s: we.set_enabled(s, endpoint.id, enabled=False, reason=None, now=T0, **b),
+        lambda s: we.rotate_secret(s, BOX, endpoint.id, grace=timedelta(0), now=T0, **b),
+        lambda s: we.delete_endpoint(s, endpoint.id, **b),
         lambda s: ws.get_delivery(s, delivery.id, **b),
         lambda s: ws.list_attempts(s, delivery.id, **b),
         lambda s: ws.redeliver(s, delivery.id, now=T0, **b),
         lambda s: ws.cancel_delivery(s, delivery.id, now=T0, **b),
         lambda s: ws.list_deliveries(s, before=delivery.id, **b),
-        lambda s: ws.get_endpoint(s, "missing", tenant_id="tenant-a"),
+        lambda s: we.get_endpoint(s, "missing", tenant_id="tenant-a"),
     ]
     async with db_session_factory() as session, session.begin():
         for call in calls:
             with pytest.raises(errors.NotFound):
                 await call(session)
-        assert await ws.list_endpoints(session, **b) == []
+        assert await we.list_endpoints(session, **b) == []
         assert await ws.list_deliveries(session, **b) == []
         assert (await ws.get_delivery(session, delivery.id, tenant_id="tenant-a")).attempts == 1
 
@@ -483,12 +486,12 @@ async def test_deleting_an_endpoint_removes_its_deliveries_and_attempts(
     endpoint, delivery = await one_delivery(db_session_factory)
     await attempt(db_session_factory, delivery.id, "retry")
     async with db_session_factory() as session, session.begin():
-        await ws.delete_endpoint(session, endpoint.id, tenant_id="tenant-a")
+        await we.delete_endpoint(session, endpoint.id, tenant_id="tenant-a")
     async with db_session_factory() as session:
         with pytest.raises(errors.NotFound):
             await ws.get_delivery(session, delivery.id, tenant_id="tenant-a")
         with pytest.raises(errors.NotFound):
-            await ws.start_attempt(session, delivery.id, now=T0)
+            await wl.start_attempt(session, delivery.id, now=T0)
         assert await session.scalar(select(WebhookAttemptRow.id)) is None
 
 
@@ -496,16 +499,16 @@ async def test_a_worker_can_run_every_step_in_one_session(db_session_factory: Se
     endpoint, delivery = await one_delivery(db_session_factory)
     limits: dict[str, Any] = {"max_consecutive": 1, "max_failing": timedelta(days=3)}
     async with db_session_factory() as session, session.begin():
-        started, target, event = await ws.start_attempt(session, delivery.id, now=T0)
-        secrets = await ws.reveal_secrets(session, BOX, target.id, now=T0)
+        started, target, event = await wl.start_attempt(session, delivery.id, now=T0)
+        secrets = await we.reveal_secrets(session, BOX, target.id, now=T0)
         await ws.cancel_delivery(session, delivery.id, tenant_id="tenant-a", now=T0)
-        recorded = await ws.record_attempt(
+        recorded = await wl.record_attempt(
             session, delivery.id, attempt_no=started.attempts, started_at=T0, status_code=503,
             latency_ms=5, error_class="http_5xx", response_excerpt="", next_retry_at=None,
             outcome="failed_permanent", now=T0,
         )  # fmt: skip
-        note = await ws.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
-        after = await ws.get_endpoint(session, endpoint.id, tenant_id="tenant-a")
+        note = await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
+        after = await we.get_endpoint(session, endpoint.id, tenant_id="tenant-a")
     assert event.payload == {"n": 1} and len(secrets) == 1 and target.enabled
     assert recorded.status is DeliveryStatus.CANCELLED and recorded.last_status_code == 503
     assert note is not None and not after.enabled and after.consecutive_failures == 1

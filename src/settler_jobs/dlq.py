@@ -52,23 +52,10 @@ class FailureRecord:
 
 
 @dataclass(frozen=True)
-class DlqEntry:
-    """A stored DLQ entry; datetimes are aware UTC."""
+class DlqEntry(FailureRecord):
+    """A stored DLQ entry (its failure, redacted, plus triage state); datetimes are aware UTC."""
 
     id: str
-    queue: str
-    kind: str
-    job_id: str
-    tenant_id: str | None
-    tier: str | None
-    payload: dict[str, Any]
-    error_type: str
-    error_message: str
-    stacktrace: str
-    attempts: int
-    failed_at_ms: int
-    first_failed_at: datetime
-    last_failed_at: datetime
     status: DlqStatus
     notes: str
     retried_job_id: str | None

@@ -215,6 +215,14 @@ def resume(kind: str) -> None:
     typer.echo(f"{kind} resumed")
 
 
+@app.command("secret-key")
+def secret_key() -> None:
+    """Print a fresh application key for SETTLER_SECRET_KEY (nothing is stored)."""
+    from settler_jobs.secrets_box import SecretBox
+
+    typer.echo(SecretBox.generate_key())
+
+
 @app.command()
 def kinds(as_json: JsonOpt = False) -> None:
     """The registered job kinds with their lanes and defaults."""

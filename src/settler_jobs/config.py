@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     blocking_threads: int = Field(default=16, ge=1, description="Threads for blocking handlers.")
     cpu_processes: int = Field(
         default=0, ge=0, description="Processes for CPU handlers; 0 = cores."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Application key sealing stored secrets (see keyring.py)."
+    )
+    previous_secret_keys: list[SecretStr] = Field(
+        default_factory=list, description="Older application keys, still able to open secrets."
+    )
+    outbound_allow_http: bool = Field(default=False, description="Allow http:// receivers.")
+    outbound_allow_networks: list[str] = Field(
+        default_factory=list, description="CIDRs outbound requests may reach despite the guard."
     )
 
     @field_validator("data_dir")

@@ -279,14 +279,18 @@ async def test_refused_calls_change_nothing(db_session_factory: Sessions) -> Non
 async def test_concurrent_transitions_let_one_win(db_session_factory: Sessions) -> None:
     entry = await record(db_session_factory, failure())
 
+    resolved_uncommitted, retry_begun = asyncio.Event(), asyncio.Event()
+
     async def resolve_slowly() -> None:
         async with db_session_factory() as session, session.begin():
             await dlq.resolve(session, entry.id, note="", actor="a", now=T0 + timedelta(hours=1))
-            await asyncio.sleep(0.3)
+            resolved_uncommitted.set()
+            await asyncio.wait_for(retry_begun.wait(), 10)  # commit only once B is under way
 
     async def retry_meanwhile() -> None:
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(resolved_uncommitted.wait(), 10)
         async with db_session_factory() as session, session.begin():
+            retry_begun.set()
             await dlq.mark_retried(session, entry.id, new_job_id="j", actor="b", now=T0)
 
     results = await asyncio.gather(resolve_slowly(), retry_meanwhile(), return_exceptions=True)

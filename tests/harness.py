@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
 from settler_jobs.worker import WorkerRuntime
+
+WATCHDOG_S = 60.0
 
 
 @dataclass
@@ -44,6 +48,7 @@ async def system(
     sessions = session_factory(engine)
     queue = JobQueue(redis_client(settings.redis_url, settings), registry, settings)
     runtime = WorkerRuntime(settings, registry, settings.redis_url, sessions)
+    watchdog = asyncio.get_running_loop().call_later(WATCHDOG_S, dump_tasks)
     if start:
         await runtime.start()
     try:
@@ -52,3 +57,12 @@ async def system(
         await runtime.stop(5)
         await queue.close()
         await engine.dispose()
+        watchdog.cancel()
+
+
+def dump_tasks() -> None:
+    """Print every pending task's stack: shows where a hung test is waiting."""
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio tasks still pending after {WATCHDOG_S}s ---", file=sys.stderr)
+    for task in tasks:
+        task.print_stack(file=sys.stderr)

@@ -36,6 +36,7 @@ from settler_jobs.redis_server import redis_client
 
 log = logging.getLogger(__name__)
 _DEPTH_INTERVAL_S = 5.0
+_STOP_TIMEOUT_S = 10.0
 
 
 class WorkerRuntime:
@@ -99,14 +100,18 @@ class WorkerRuntime:
         results = await asyncio.gather(*(lane.close(grace) for lane in self._lanes))
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._background:
+            # Bounded: a loop cancelled mid-reconnect must not hold the shutdown.
+            _, stuck = await asyncio.wait(self._background, timeout=_STOP_TIMEOUT_S)
+            if stuck:
+                log.warning("worker.stop_timeout", extra={"tasks": len(stuck)})
         self._background.clear()
         self._lanes.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
-            await self._queue.close()
+            await asyncio.wait_for(self._queue.close(), _STOP_TIMEOUT_S)
         return all(results)
 
     def interrupt(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, QueueCounts, Submission, Submitted
 from settler_jobs.redis_server import redis_errors
 
+log = logging.getLogger(__name__)
 _LOOKUP_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_.-")
 _BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
     JobState.WAITING: ("waiting", "prioritized", "paused"),
@@ -629,8 +631,15 @@ class LaneWorker:
         pending = [t for t in (closing, self._task, *self._hooks) if t is not None]
         _, stuck = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
         for task in stuck:
+            log.warning("lane.close_timeout", extra={"queue": self.queue, "task": where(task)})
             task.cancel()
         if stuck:
             await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
             clean = False
         return clean
+
+
+def where(task: asyncio.Future[Any]) -> str:
+    """Where a task is waiting: its innermost frame, for shutdown diagnostics."""
+    frames = task.get_stack() if isinstance(task, asyncio.Task) else []
+    return " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames)) or repr(task)

@@ -31,6 +31,7 @@ from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import Execution, JobKind, Registry
 from settler_jobs.metrics import Metrics
 from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, LaneWorker
+from settler_jobs.queue import where as _where
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
 
@@ -103,8 +104,8 @@ class WorkerRuntime:
         if self._background:
             # Bounded: a loop cancelled mid-reconnect must not hold the shutdown.
             _, stuck = await asyncio.wait(self._background, timeout=_STOP_TIMEOUT_S)
-            if stuck:
-                log.warning("worker.stop_timeout", extra={"tasks": len(stuck)})
+            for task in stuck:
+                log.warning("worker.stop_timeout", extra={"task": _where(task)})
         self._background.clear()
         self._lanes.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)

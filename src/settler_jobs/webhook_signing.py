@@ -21,10 +21,13 @@ from typing import Any, Final
 
 from standardwebhooks import Webhook
 
+from settler_jobs.secrets_box import (
+    WEBHOOK_SECRET_MAX_BYTES,
+    WEBHOOK_SECRET_MIN_BYTES,
+    WEBHOOK_SECRET_PREFIX,
+)
+
 DEFAULT_USER_AGENT: Final = "Settler-Webhooks/1.0"
-SECRET_PREFIX: Final = "whsec_"
-MIN_SECRET_BYTES: Final = 24
-MAX_SECRET_BYTES: Final = 64
 MAX_SECRETS: Final = 5
 
 # No '.', which separates the signed fields; no characters that need quoting in headers.
@@ -48,7 +51,7 @@ def secret_key(secret: str) -> bytes:
     Raises ValueError (never showing the secret) unless the base64 is well-formed and
     holds 24-64 bytes. The prefix is optional, as in Standard Webhooks.
     """
-    encoded = secret.removeprefix(SECRET_PREFIX) if isinstance(secret, str) else ""
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX) if isinstance(secret, str) else ""
     unpadded = encoded.rstrip("=")
     if not _B64_RE.fullmatch(encoded) or len(unpadded) % 4 == 1:
         raise ValueError("a webhook secret must be 'whsec_' followed by base64")
@@ -56,8 +59,11 @@ def secret_key(secret: str) -> bytes:
         key = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except binascii.Error:
         raise ValueError("a webhook secret must be 'whsec_' followed by base64") from None
-    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
-        raise ValueError(f"a webhook secret must hold {MIN_SECRET_BYTES}-{MAX_SECRET_BYTES} bytes")
+    if not WEBHOOK_SECRET_MIN_BYTES <= len(key) <= WEBHOOK_SECRET_MAX_BYTES:
+        raise ValueError(
+            f"a webhook secret must hold {WEBHOOK_SECRET_MIN_BYTES}-"
+            f"{WEBHOOK_SECRET_MAX_BYTES} bytes"
+        )
     return key
 
 

@@ -15,6 +15,26 @@ from settler_jobs.config import Settings
 CLI_TIMEOUT_S = 60.0
 
 
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment of a subprocess bound to the test's Redis prefix and database.
+
+    Inherited SETTLER_* and URL variables are dropped so the developer's own never leak in.
+    """
+    assert settings.redis_url is not None
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
+    }
+    return inherited | {
+        "REDIS_URL": settings.redis_url,
+        "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
+        "SETTLER_DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.effective_database_url,
+        "SETTLER_METRICS_PORT": "0",
+    }
+
+
 class Cli:
     """Runs `python -m settler_jobs` with the test's environment."""
 
@@ -22,19 +42,7 @@ class Cli:
         assert settings.redis_url is not None
         self.settings = settings
         self.cwd = tmp_path
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
-        }
-        self.env = inherited | {
-            "REDIS_URL": settings.redis_url,
-            "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
-            "SETTLER_DATA_DIR": str(settings.data_dir),
-            "DATABASE_URL": settings.effective_database_url,
-            "SETTLER_METRICS_PORT": "0",
-            "COLUMNS": "200",  # no wrapped help or error lines
-        }
+        self.env = process_env(settings) | {"COLUMNS": "200"}  # no wrapped help or errors
 
     def __call__(
         self, *args: str, env: Mapping[str, str] | None = None

@@ -9,7 +9,6 @@ come back within a few seconds.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from settler_jobs.errors import NotFound
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client
+from tests.e2e.cli_runner import process_env
 from tests.e2e.slow_worker import KIND, LOG_ENV, MODE_ENV, build_registry
 from tests.helpers import eventually
 
@@ -71,17 +71,7 @@ class Workers:
         self.journal.touch()
         self._dir = tmp_path
         self._started: list[Worker] = []
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
-        }
-        self._env = base | {
-            "REDIS_URL": settings.redis_url,
-            "DATABASE_URL": settings.effective_database_url,
-            "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
-            "SETTLER_DATA_DIR": str(settings.data_dir),
-            "SETTLER_METRICS_PORT": "0",
+        self._env = process_env(settings) | {
             "SETTLER_LOCK_DURATION_MS": str(LOCK_MS),
             "SETTLER_STALLED_INTERVAL_MS": str(STALLED_MS),
             "SETTLER_MAX_STALLED_COUNT": "1",

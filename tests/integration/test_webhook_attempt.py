@@ -88,7 +88,7 @@ async def _trickle(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n")
     while True:  # until the client hangs up or the test ends
         await writer.drain()
-        await asyncio.sleep(TRICKLE_PAUSE_S)
+        await asyncio.sleep(TRICKLE_PAUSE_S)  # the slow receiver under test
         writer.write(b"x")
 
 

@@ -114,6 +114,7 @@ class WebhookDeliveryRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     enqueued_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tier: Mapped[str] = mapped_column(String(16), default="starter", server_default="starter")
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -63,6 +63,27 @@ class Settings(BaseSettings):
     outbound_allow_networks: list[str] = Field(
         default_factory=list, description="CIDRs outbound requests may reach despite the guard."
     )
+    webhook_deadline_s: float = Field(
+        default=15.0, gt=0, le=60, description="Whole-attempt deadline of one webhook POST."
+    )
+    webhook_retry_base_s: float = Field(
+        default=30.0, ge=0, description="First webhook retry delay; doubles per attempt."
+    )
+    webhook_retry_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest retry delay, Retry-After included."
+    )
+    webhook_disable_after_failures: int = Field(
+        default=50, ge=1, description="Consecutive failed deliveries that disable an endpoint."
+    )
+    webhook_disable_after_days: float = Field(
+        default=5.0, gt=0, description="Days of failures without a success that disable it."
+    )
+    webhook_outbox_interval_s: float = Field(
+        default=2.0, gt=0, description="How often unenqueued deliveries are looked for."
+    )
+    webhook_sweep_interval_s: float = Field(
+        default=300.0, gt=0, description="The retry sweep: due deliveries without a live job."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -106,15 +106,19 @@ async def retry_entry(
                 "pass the data to use"
             ) from None
         data = original.payload
-    submitted = await queue.submit(
-        Submission(
-            kind=entry.kind,
-            data=data,
-            tenant_id=entry.tenant_id or "",
-            tier=Tier.parse(entry.tier or "free"),
-            idempotency_key=f"dlq-retry-{entry.id}",
+    kind = queue.registry.get(entry.kind)
+    if kind.retry_dead is not None:
+        submitted = await kind.retry_dead(data, entry.tenant_id or "", sessions, queue)
+    else:
+        submitted = await queue.submit(
+            Submission(
+                kind=entry.kind,
+                data=data,
+                tenant_id=entry.tenant_id or "",
+                tier=Tier.parse(entry.tier or "free"),
+                idempotency_key=f"dlq-retry-{entry.id}",
+            )
         )
-    )
     async with sessions() as session, session.begin():
         entry = await dlq.mark_retried(
             session,

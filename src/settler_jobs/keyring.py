@@ -35,9 +35,9 @@ def secret_box(settings: Settings) -> SecretBox:
 def _current_key(settings: Settings) -> str:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value()
-    if settings.database_url:
+    if not settings.effective_database_url.startswith("sqlite"):
         raise ConfigError(
-            "SETTLER_SECRET_KEY is required with an external database; create one with "
+            "SETTLER_SECRET_KEY is required with a database server; create one with "
             "`settler-jobs secret-key` and give every process the same value"
         )
     return _embedded_key(settings.data_dir / KEY_FILE)

@@ -18,7 +18,11 @@ from settler_jobs.domain import PriorityClass, RetryPolicy
 from settler_jobs.errors import UnknownJobKind
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
     from settler_jobs.handlers.context import JobContext
+    from settler_jobs.records import Submitted
+    from settler_jobs.resources import Resources, Submitter
 
 EXPRESS_SUFFIX: Final = "-express"
 _NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
@@ -26,6 +30,14 @@ _NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 AsyncHandler = Callable[[Any, "JobContext"], Awaitable[Any]]
 BlockingHandler = Callable[[Any, "JobContext"], Any]
 ProcessHandler = Callable[[Any], Any]
+PeriodicStep = Callable[["Resources"], Awaitable[float]]
+"""Periodic work of a kind: does one round and returns the seconds until the next."""
+DeadRetry = Callable[
+    [Mapping[str, Any], str, "async_sessionmaker[AsyncSession]", "Submitter"],
+    Awaitable["Submitted"],
+]
+"""How a dead job of a kind is retried, given its data and tenant, when resubmitting the
+same data would not do (the webhook delivery opens a new generation instead)."""
 
 
 class Execution(StrEnum):
@@ -49,6 +61,9 @@ class JobKind:
     timeout_s: float = 300.0
     execution: Execution = Execution.ASYNC
     description: str = ""
+    periodic: tuple[PeriodicStep, ...] = ()
+    """Background work run by every worker process serving this kind."""
+    retry_dead: DeadRetry | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name) or self.name.endswith(EXPRESS_SUFFIX):

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from settler_jobs.config import Settings
 from settler_jobs.handlers import default_registry
 from settler_jobs.kinds import Registry
-from settler_jobs.net_guard import GuardPolicy
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import (
     EmbeddedRedis,
@@ -71,8 +70,3 @@ async def open_services(
         await engine.dispose()
         if embedded is not None:
             embedded.stop()
-
-
-def outbound_policy(settings: Settings) -> GuardPolicy:
-    """The SSRF guard policy for outbound requests (webhooks, HTTP sources)."""
-    return GuardPolicy.from_strings(settings.outbound_allow_http, settings.outbound_allow_networks)

@@ -121,6 +121,8 @@ class Delivery:
     generation: int
     next_attempt_at: datetime | None
     enqueued_generation: int
+    tier: str
+    """The tenant tier the event was published with (decides the job's priority)."""
     last_status_code: int | None
     last_error: str | None
     created_at: datetime

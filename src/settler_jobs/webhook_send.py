@@ -61,6 +61,7 @@ class SendResult:
     notification: Notification | None = None
     skipped: bool = False
     reason: str | None = None
+    error_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ async def send_delivery(
     delivery_id: str,
     *,
     generation: int | None,
-    attempt_no_limit: int,
+    is_last: bool,
     sessions: Sessions,
     box: SecretBox,
     client: httpx.AsyncClient,
@@ -86,8 +87,8 @@ async def send_delivery(
 ) -> SendResult:
     """Send one attempt of `delivery_id` (of `generation`, when given) and record it.
 
-    The attempt numbered `attempt_no_limit` or higher is the last: a retryable failure
-    then fails the delivery. Returns a skipped result when there is nothing to send.
+    `is_last`: no attempt follows this one, so a retryable failure fails the delivery.
+    Returns a skipped result when there is nothing to send.
     """
     started = await _start(sessions, delivery_id, generation, now)
     if isinstance(started, SendResult):
@@ -106,7 +107,7 @@ async def send_delivery(
         client, url=started.endpoint.url, headers=headers, body=body, deadline_s=config.deadline_s
     )
     attempt_no = started.delivery.attempts
-    kind, retry_in_s = _decide(result, attempt_no, attempt_no_limit, policy, rng)
+    kind, retry_in_s = _decide(result, attempt_no, is_last, policy, rng)
     return await _record(sessions, started, result, kind, retry_in_s, config, now)
 
 
@@ -141,14 +142,14 @@ def _body(event: Event) -> bytes:
 
 
 def _decide(
-    result: AttemptResult, attempt_no: int, limit: int, policy: RetryPolicy, rng: random.Random
+    result: AttemptResult, attempt_no: int, is_last: bool, policy: RetryPolicy, rng: random.Random
 ) -> tuple[str, float | None]:
     """The outcome to record and, for a retry, the seconds to wait first."""
     if result.outcome is Outcome.SUCCEEDED:
         return "succeeded", None
     if result.outcome is Outcome.GONE:
         return "gone", None
-    if result.outcome is Outcome.FAILED_PERMANENT or attempt_no >= limit:
+    if result.outcome is Outcome.FAILED_PERMANENT or is_last:
         return "failed", None
     return "retry", next_delay_s(result, attempt_no, policy, rng)
 
@@ -187,7 +188,9 @@ async def _record(
                 max_failing=config.max_failing,
             )
     except errors.NotFound:  # the endpoint, and so the delivery, was deleted meanwhile
-        return SendResult(kind, result.status_code, reason="delivery deleted while sending")
+        return SendResult(
+            kind, result.status_code, reason="delivery deleted while sending", skipped=True
+        )
     # Cancelled or redelivered meanwhile: this job's work is over whatever happened.
     final = kind != "retry" or not _still_ours(delivery, started.delivery)
     log.info(
@@ -197,7 +200,14 @@ async def _record(
         kind,
         result.status_code,
     )
-    return SendResult(kind, result.status_code, None if final else retry_in_s, final, notification)
+    return SendResult(
+        kind,
+        result.status_code,
+        None if final else retry_in_s,
+        final,
+        notification,
+        error_class=result.error_class,
+    )
 
 
 def _still_ours(now: Delivery, then: Delivery) -> bool:

@@ -52,14 +52,22 @@ async def publish(
     event_type: str,
     payload: dict[str, Any],
     now: datetime,
+    tier: str = "starter",
+    only_endpoint: str | None = None,
 ) -> tuple[Event, list[Delivery]]:
     """Record an event and one pending delivery per enabled endpoint subscribed to it.
 
     `payload` must be a JSON object of at most 256 KiB (compact UTF-8), without NUL
-    characters (PostgreSQL cannot store them); ValueError otherwise.
+    characters (PostgreSQL cannot store them); ValueError otherwise. With
+    `only_endpoint` (a test event) the event goes to that endpoint alone, subscribed or
+    not; NotFound if it is not the tenant's, InvalidState if it is disabled.
     """
     validate_tenant_id(tenant_id)
     check_event_type(event_type)
+    if only_endpoint is not None:
+        target = await load(session, _E, only_endpoint, tenant_id)
+        if not target.enabled:
+            raise errors.InvalidState(f"endpoint {only_endpoint!r} is disabled; enable it first")
     event = WebhookEventRow(
         id=new_event_id(),
         tenant_id=tenant_id,
@@ -80,11 +88,17 @@ async def publish(
             generation=1,
             enqueued_generation=0,
             next_attempt_at=now,
+            tier=tier,
             created_at=now,
             updated_at=now,
         )
         for endpoint in endpoints
-        if endpoint.enabled and endpoint.subscribes_to(event_type)
+        if endpoint.enabled
+        and (
+            endpoint.id == only_endpoint
+            if only_endpoint is not None
+            else endpoint.subscribes_to(event_type)
+        )
     ]
     session.add_all(rows)
     await session.flush()
@@ -142,6 +156,34 @@ async def due_without_job(
     stuck = and_(_D.status == DeliveryStatus.DELIVERING.value, _D.updated_at < stale_before)
     stmt = select(_D).where(or_(due, stuck)).order_by(_D.updated_at, _D.id)
     return [to_delivery(row) for row in await session.scalars(stmt.limit(page(limit)))]
+
+
+async def requeue(
+    session: AsyncSession, delivery_id: str, *, generation: int, now: datetime
+) -> Delivery | None:
+    """Give an active delivery whose job was lost a new generation, back in the outbox.
+
+    Only if it is still active at `generation`: of several sweepers at once, exactly
+    one moves it (the others get None), so exactly one new job follows.
+    """
+    stmt = (
+        update(_D)
+        .where(
+            _D.id == delivery_id,
+            _D.generation == generation,
+            _D.status.in_(sorted(ACTIVE)),
+        )
+        .values(
+            generation=generation + 1,
+            status=DeliveryStatus.PENDING.value,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+    )
+    moved = await session.execute(stmt)
+    if getattr(moved, "rowcount", 0) != 1:
+        return None
+    return to_delivery(await load(session, _D, delivery_id, None))
 
 
 # --- reading and steering deliveries ---------------------------------------------------

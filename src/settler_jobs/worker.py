@@ -28,12 +28,13 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
 from settler_jobs.handlers.context import JobContext
-from settler_jobs.kinds import Execution, JobKind, Registry
+from settler_jobs.kinds import Execution, JobKind, PeriodicStep, Registry
 from settler_jobs.metrics import Metrics
 from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, LaneWorker
 from settler_jobs.queue import where as _where
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
+from settler_jobs.resources import Resources
 
 log = logging.getLogger(__name__)
 _DEPTH_INTERVAL_S = 5.0
@@ -59,6 +60,7 @@ class WorkerRuntime:
         self._sessions = sessions
         self._rng = rng or random.Random()
         self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
+        self.resources = Resources(settings, sessions, self._queue, self._rng)
         self._lanes: list[LaneWorker] = []
         self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._cancel_requested: set[tuple[str, str]] = set()
@@ -94,6 +96,11 @@ class WorkerRuntime:
                 self._lanes.append(lane)
         for loop in (self._listen_for_cancels, self._sweep_loop, self._depth_loop):
             self._background.append(asyncio.create_task(loop(), name=loop.__name__))
+        for kind in self.registry:
+            for step in kind.periodic:
+                name = f"{kind.name}:{step.__name__}"
+                task = asyncio.create_task(self._periodic(step), name=name)
+                self._background.append(task)
 
     async def stop(self, grace_s: float | None = None) -> bool:
         """Stop fetching; give in-flight jobs `grace_s` to finish. False if some were cut."""
@@ -111,6 +118,8 @@ class WorkerRuntime:
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.resources.aclose(), _STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._queue.close(), _STOP_TIMEOUT_S)
         return all(results)
@@ -141,6 +150,7 @@ class WorkerRuntime:
                 attempt=active.attempts_made + 1,
                 max_attempts=active.max_attempts,
                 log=logging.LoggerAdapter(log, {"job_id": active.id, "kind": kind.name}),
+                resources=self.resources,
                 report_progress=active.report_progress,
             )
             timeout = env.timeout_s or kind.timeout_s
@@ -235,6 +245,12 @@ class WorkerRuntime:
             if new:
                 log.warning("dlq.swept", extra={"new_entries": new})
             await asyncio.sleep(self.settings.dlq_sweep_interval_s)
+
+        await _forever(once)
+
+    async def _periodic(self, step: PeriodicStep) -> None:
+        async def once() -> None:
+            await asyncio.sleep(await step(self.resources))
 
         await _forever(once)
 

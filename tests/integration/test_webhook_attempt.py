@@ -11,14 +11,12 @@ import contextlib
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.errors import SettlerError
@@ -32,59 +30,40 @@ from settler_jobs.webhook_delivery import (
     parse_retry_after,
 )
 from settler_jobs.webhook_signing import DEFAULT_USER_AGENT, json_body, sign_headers
+from tests.webhook_receiver import Route, WebhookReceiver, respond
 
 SECRET = new_webhook_secret()
 BODY = json_body({"type": "export.ready", "data": {"exportId": "exp_1", "note": "naïve ✓"}})
 HUGE_BYTES = 10 * 1024 * 1024
 TRICKLE_PAUSE_S = 0.2
 
-Route = Callable[["Receiver", asyncio.StreamWriter], Awaitable[None]]
+
+async def _ok(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
+    await respond(writer, "200 OK", b'{"received":true}', "Content-Type: application/json")
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One request as the receiver got it."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    verified: bool
+async def _gone(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
+    await respond(writer, "410 Gone", b"endpoint removed")
 
 
-async def _respond(
-    writer: asyncio.StreamWriter, status: str, body: bytes = b"", *headers: str
-) -> None:
-    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close", *headers]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-    await writer.drain()
+async def _slow_down(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
+    await respond(writer, "429 Too Many Requests", b"", "Retry-After: 7")
 
 
-async def _ok(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
-    await _respond(writer, "200 OK", b'{"received":true}', "Content-Type: application/json")
-
-
-async def _gone(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
-    await _respond(writer, "410 Gone", b"endpoint removed")
-
-
-async def _slow_down(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
-    await _respond(writer, "429 Too Many Requests", b"", "Retry-After: 7")
-
-
-async def _unavailable(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
+async def _unavailable(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
-    await _respond(writer, "503 Service Unavailable", b"", f"Retry-After: {when}")
+    await respond(writer, "503 Service Unavailable", b"", f"Retry-After: {when}")
 
 
-async def _broken(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
-    await _respond(writer, "500 Internal Server Error", b"stack trace \xff here")
+async def _broken(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
+    await respond(writer, "500 Internal Server Error", b"stack trace \xff here")
 
 
-async def _redirect(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
-    await _respond(writer, "302 Found", b"", f"Location: {receiver.url('/elsewhere')}")
+async def _redirect(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
+    await respond(writer, "302 Found", b"", f"Location: {receiver.url('/elsewhere')}")
 
 
-async def _trickle(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
+async def _trickle(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n")
     while True:  # until the client hangs up or the test ends
         await writer.drain()
@@ -92,7 +71,7 @@ async def _trickle(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
         writer.write(b"x")
 
 
-async def _huge(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
+async def _huge(receiver: WebhookReceiver, writer: asyncio.StreamWriter) -> None:
     writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {HUGE_BYTES}\r\n\r\n".encode())
     chunk = b"x" * 65536
     for _ in range(HUGE_BYTES // len(chunk)):
@@ -112,75 +91,10 @@ ROUTES: dict[str, Route] = {
 }
 
 
-@dataclass
-class Receiver:
-    """A minimal HTTP/1.1 webhook receiver: one request per connection."""
-
-    secret: str
-    seen: list[Seen] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            path = await self._read_request(reader)
-            await ROUTES.get(path, _ok)(self, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client hung up first, which some tests expect
-        except asyncio.CancelledError:
-            pass  # stop(): end quietly instead of logging a cancelled connection task
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def _read_request(self, reader: asyncio.StreamReader) -> str:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        request_line, *lines = head.strip().split("\r\n")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        path = request_line.split(" ")[1]
-        self.seen.append(Seen(path, headers, body, self._verifies(body, headers)))
-        return path
-
-    def _verifies(self, body: bytes, headers: dict[str, str]) -> bool:
-        try:
-            Webhook(self.secret).verify(body, headers)
-        except WebhookVerificationError:
-            return False
-        return True
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver(SECRET)
-    await server.start()
-    try:
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver([SECRET], ROUTES) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -204,7 +118,7 @@ async def _post(client: httpx.AsyncClient, url: str, deadline_s: float = 5.0) ->
 
 
 async def test_success_is_signed_verified_and_identified(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
     headers = _signed(new_webhook_secret(), SECRET)  # mid-rotation: new secret first
     result = await attempt(
@@ -220,26 +134,30 @@ async def test_success_is_signed_verified_and_identified(
     assert seen.headers["webhook-id"] == "msg_test1"
 
 
-async def test_gone(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_gone(receiver: WebhookReceiver, client: httpx.AsyncClient) -> None:
     result = await _post(client, receiver.url("/gone"))
     assert (result.outcome, result.status_code) == (Outcome.GONE, 410)
     assert result.response_excerpt == "endpoint removed"
 
 
-async def test_429_retry_after_seconds(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_429_retry_after_seconds(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
     result = await _post(client, receiver.url("/slow-down"))
     assert (result.outcome, result.status_code) == (Outcome.RETRY, 429)
     assert (result.error_class, result.retry_after_s) == ("http_4xx", 7.0)
 
 
-async def test_503_retry_after_http_date(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_503_retry_after_http_date(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
     result = await _post(client, receiver.url("/unavailable"))
     assert (result.outcome, result.error_class) == (Outcome.RETRY, "http_5xx")
     assert result.retry_after_s is not None and 115 <= result.retry_after_s <= 120
 
 
 async def test_5xx_retries_with_a_lossy_excerpt(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
     result = await _post(client, receiver.url("/broken"))
     assert (result.outcome, result.error_class, result.status_code) == (
@@ -251,7 +169,9 @@ async def test_5xx_retries_with_a_lossy_excerpt(
     assert result.retry_after_s is None
 
 
-async def test_redirects_are_not_followed(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_redirects_are_not_followed(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
     result = await _post(client, receiver.url("/redirect"))
     assert (result.outcome, result.error_class, result.status_code) == (
         Outcome.RETRY,
@@ -262,7 +182,7 @@ async def test_redirects_are_not_followed(receiver: Receiver, client: httpx.Asyn
 
 
 async def test_a_trickling_receiver_hits_the_deadline(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
     deadline_s = 1.0
     started = time.monotonic()
@@ -275,7 +195,7 @@ async def test_a_trickling_receiver_hits_the_deadline(
 
 
 async def test_a_huge_body_is_cut_to_the_excerpt(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
     result = await _post(client, receiver.url("/huge"))
     assert (result.outcome, result.status_code) == (Outcome.SUCCEEDED, 200)
@@ -330,7 +250,7 @@ class RefusingTransport(httpx.AsyncBaseTransport):
         raise PolicyRefusal("loopback", f"{request.url.host} is a loopback address")
 
 
-async def test_a_guard_refusal_fails_permanently(receiver: Receiver) -> None:
+async def test_a_guard_refusal_fails_permanently(receiver: WebhookReceiver) -> None:
     async with httpx.AsyncClient(transport=RefusingTransport(), trust_env=False) as guarded:
         result = await _post(guarded, receiver.url("/ok"))
     assert (result.outcome, result.error_class) == (Outcome.FAILED_PERMANENT, "refused")

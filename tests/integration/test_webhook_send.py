@@ -4,21 +4,18 @@ and a loopback receiver that verifies every Standard Webhooks signature it gets.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from settler_jobs import webhook_endpoints as we
 from settler_jobs import webhook_store as ws
@@ -27,6 +24,7 @@ from settler_jobs.net_guard import GuardPolicy, guarded_client
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.webhook_records import GONE_REASON, Attempt, Delivery, DeliveryStatus, Endpoint
 from settler_jobs.webhook_send import SendConfig, SendResult, send_delivery
+from tests.webhook_receiver import Reply, WebhookReceiver
 
 Sessions = async_sessionmaker[AsyncSession]
 BOX = SecretBox.from_key(SecretBox.generate_key())
@@ -53,81 +51,10 @@ class Clock:
         return self.current
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: str = "200 OK"
-    body: bytes = b'{"ok":true}'
-    headers: tuple[str, ...] = ()
-    echo: bool = False  # answer with the request headers as the body
-
-
-@dataclass(frozen=True)
-class Seen:
-    headers: dict[str, str]
-    body: bytes
-    verified_by: tuple[int, ...]  # indexes of the secrets that verify the request
-
-
-@dataclass
-class Receiver:
-    """A loopback HTTP/1.1 receiver answering scripted replies (then 200 OK)."""
-
-    secrets: list[str] = field(default_factory=list)
-    replies: list[Reply] = field(default_factory=list)
-    seen: list[Seen] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://receiver.test:{self.port}/hooks"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            headers = {}
-            for line in head.strip().split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.seen.append(Seen(headers, body, self._verified_by(body, headers)))
-            reply = self.replies.pop(0) if self.replies else Reply()
-            content = json.dumps(headers).encode() if reply.echo else reply.body
-            lines = [f"HTTP/1.1 {reply.status}", f"Content-Length: {len(content)}", *reply.headers]
-            writer.write(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode())
-            writer.write(content)
-            await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    def _verified_by(self, body: bytes, headers: dict[str, str]) -> tuple[int, ...]:
-        verified = []
-        for index, secret in enumerate(self.secrets):
-            with contextlib.suppress(WebhookVerificationError):
-                Webhook(secret).verify(body, headers)
-                verified.append(index)
-        return tuple(verified)
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    try:
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver(host_name="receiver.test") as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
@@ -140,17 +67,19 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 class Setup:
     sessions: Sessions
     client: httpx.AsyncClient
-    receiver: Receiver
+    receiver: WebhookReceiver
     clock: Clock
     endpoint: Endpoint
     secret: str
     delivery: Delivery
 
     async def send(self, *, limit: int = 5, generation: int | None = None) -> SendResult:
+        """One attempt; the one numbered `limit` (counted on the delivery) is the last."""
+        attempts_so_far = (await self.current()).attempts
         return await send_delivery(
             self.delivery.id,
             generation=self.delivery.generation if generation is None else generation,
-            attempt_no_limit=limit,
+            is_last=attempts_so_far + 1 >= limit,
             sessions=self.sessions,
             box=BOX,
             client=self.client,
@@ -175,7 +104,7 @@ class Setup:
 
 @pytest.fixture
 async def setup(
-    db_session_factory: Sessions, client: httpx.AsyncClient, receiver: Receiver
+    db_session_factory: Sessions, client: httpx.AsyncClient, receiver: WebhookReceiver
 ) -> Setup:
     clock = Clock()
     async with db_session_factory() as session, session.begin():
@@ -183,7 +112,7 @@ async def setup(
             session,
             BOX,
             tenant_id=TENANT,
-            url=receiver.url,
+            url=receiver.url(),
             event_types=None,
             description="loopback",
             policy=POLICY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
 from settler_jobs.handlers import placeholders as p
+from settler_jobs.handlers import webhooks
 from settler_jobs.kinds import JobKind, Registry
 
 
@@ -22,12 +23,15 @@ def default_registry() -> Registry:
             ),
             JobKind(
                 "webhook-delivery",
-                p.deliver_webhook,
-                p.WebhookPayload,
+                webhooks.deliver_webhook,
+                webhooks.DeliveryPayload,
                 PriorityClass.NORMAL,
                 concurrency=10,
-                retry=RetryPolicy(attempts=5, base_delay_s=2),
-                timeout_s=60,
+                # Delays come from the handler (Retry-After or backoff), not from these.
+                retry=RetryPolicy(attempts=5, base_delay_s=30),
+                timeout_s=90,
+                periodic=(webhooks.flush_outbox_step, webhooks.sweep_step),
+                retry_dead=webhooks.retry_dead_delivery,
             ),
             JobKind(
                 "export-generation",

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from settler_jobs.domain import PriorityClass, Tier
+
+if TYPE_CHECKING:
+    from settler_jobs.resources import Resources
 
 ProgressReporter = Callable[[int | dict[str, Any]], Awaitable[None]]
 
@@ -30,6 +33,8 @@ class JobContext:
     """1-based number of this attempt."""
     max_attempts: int
     log: logging.LoggerAdapter[logging.Logger]
+    resources: Resources
+    """Database sessions, job submitter, secret box, guarded HTTP client, settings."""
     report_progress: ProgressReporter = _ignore_progress
     """Store progress (0-100 or a small dict) on the job; visible through `job show`."""
 

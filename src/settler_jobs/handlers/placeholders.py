@@ -23,14 +23,6 @@ class ReconciliationPayload(_Payload):
     adapterConfig: dict[str, Any] = Field(default_factory=dict)
 
 
-class WebhookPayload(_Payload):
-    """A delivery request; the delivery issue replaces this with a delivery id."""
-
-    webhookId: str | None = None
-    url: str | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-
 class ExportPayload(_Payload):
     """An export request."""
 
@@ -61,11 +53,6 @@ async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str
     """Accept a reconciliation request (matching arrives with the reconciliation issue)."""
     await ctx.report_progress(100)
     return _summary(ctx, sources=sorted(payload.adapterConfig))
-
-
-async def deliver_webhook(payload: WebhookPayload, ctx: JobContext) -> dict[str, Any]:
-    """Accept a webhook delivery request (signing and sending arrive with webhooks)."""
-    return _summary(ctx, webhookId=payload.webhookId)
 
 
 async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, Any]:

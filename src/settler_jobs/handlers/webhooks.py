@@ -1,0 +1,120 @@
+"""The webhook-delivery kind: one job per delivery generation, one attempt per run.
+
+The job carries only the delivery id and generation; URL, payload and secret are read
+from the database at send time. The handler's outcome drives the queue: a retryable
+failure becomes `RetryLater` with the delay the attempt chose (Retry-After or
+backoff), the last failure or a 410 a `PermanentFailure` (a dead letter). Periodic
+work served with this kind: the outbox flush and the retry sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from settler_jobs import webhook_store as store
+from settler_jobs.domain import RetryPolicy
+from settler_jobs.errors import PermanentFailure, RetryLater
+from settler_jobs.handlers.context import JobContext
+from settler_jobs.records import Submitted
+from settler_jobs.resources import Resources, Submitter, utc_now
+from settler_jobs.webhook_outbox import enqueue, flush_outbox, sweep
+from settler_jobs.webhook_send import SendConfig, SendResult, send_delivery
+
+_STALE_MARGIN_S = 120.0
+"""How long past its deadline a `delivering` attempt counts as abandoned."""
+
+
+class DeliveryPayload(BaseModel):
+    """Which delivery, and which generation of it, this job sends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deliveryId: str = Field(pattern=r"^msg_[0-9a-f]{32}$")
+    generation: int = Field(ge=1, le=1_000_000)
+
+
+def send_config(resources: Resources) -> SendConfig:
+    """The per-attempt deadline and auto-disable thresholds from the settings."""
+    settings = resources.settings
+    return SendConfig(
+        deadline_s=settings.webhook_deadline_s,
+        max_consecutive_failures=settings.webhook_disable_after_failures,
+        max_failing=timedelta(days=settings.webhook_disable_after_days),
+    )
+
+
+async def deliver_webhook(payload: DeliveryPayload, ctx: JobContext) -> dict[str, Any]:
+    """Send one attempt of the delivery and turn its outcome into the job's."""
+    res = ctx.resources
+    policy = RetryPolicy(
+        attempts=ctx.max_attempts,
+        base_delay_s=min(res.settings.webhook_retry_base_s, res.settings.webhook_retry_max_s),
+        max_delay_s=res.settings.webhook_retry_max_s,
+    )
+    result = await send_delivery(
+        payload.deliveryId,
+        generation=payload.generation,
+        is_last=ctx.is_last_attempt,
+        sessions=res.sessions,
+        box=res.secret_box,
+        client=res.outbound_http,
+        policy=policy,
+        config=send_config(res),
+        rng=res.rng,
+        now=res.now,
+    )
+    if result.notification is not None:
+        ctx.log.warning("webhook endpoint disabled: %s", result.notification.subject)
+    summary: dict[str, Any] = {"deliveryId": payload.deliveryId, "generation": payload.generation}
+    if result.skipped:
+        return {**summary, "skipped": result.reason}
+    if not result.final:
+        raise RetryLater(result.retry_in_s or 0.0, f"receiver: {_describe(result)}; will retry")
+    if result.outcome != "succeeded":
+        raise PermanentFailure(f"webhook delivery {result.outcome}: {_describe(result)}")
+    return {**summary, "outcome": result.outcome, "statusCode": result.status_code}
+
+
+def _describe(result: SendResult) -> str:
+    if result.status_code is not None:
+        return f"HTTP {result.status_code}"
+    return result.error_class or "no response"
+
+
+async def flush_outbox_step(resources: Resources) -> float:
+    """Enqueue committed deliveries that have no job yet."""
+    await flush_outbox(resources.sessions, resources.submitter)
+    return resources.settings.webhook_outbox_interval_s
+
+
+async def sweep_step(resources: Resources) -> float:
+    """The retry sweep: re-enqueue due or abandoned deliveries that have no live job."""
+    settings = resources.settings
+    await sweep(
+        resources.sessions,
+        resources.submitter,
+        now=resources.now(),
+        stale_after=timedelta(seconds=settings.webhook_deadline_s + _STALE_MARGIN_S),
+    )
+    return settings.webhook_sweep_interval_s
+
+
+async def retry_dead_delivery(
+    data: Mapping[str, Any],
+    tenant_id: str,
+    sessions: async_sessionmaker[AsyncSession],
+    submitter: Submitter,
+) -> Submitted:
+    """A dead delivery job is retried as a redelivery: a new generation, a new job."""
+    payload = DeliveryPayload.model_validate(dict(data))
+    async with sessions() as session, session.begin():
+        delivery = await store.redeliver(
+            session, payload.deliveryId, tenant_id=tenant_id, now=utc_now()
+        )
+    (submitted,) = await enqueue(sessions, submitter, [delivery])
+    return submitted

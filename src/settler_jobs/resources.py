@@ -1,0 +1,79 @@
+"""Shared handles a handler may use: settings, database sessions, a job submitter, the
+secret box and the SSRF-guarded HTTP client. One per worker process, made lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from settler_jobs.config import Settings
+from settler_jobs.keyring import secret_box
+from settler_jobs.net_guard import GuardPolicy, guarded_client
+from settler_jobs.records import JobRecord, Submission, Submitted
+from settler_jobs.secrets_box import SecretBox
+
+
+class Submitter(Protocol):
+    """The producer side of the queue, as handlers see it."""
+
+    async def submit_bulk(self, subs: list[Submission]) -> list[Submitted]: ...
+
+    async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord: ...
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def outbound_policy(settings: Settings) -> GuardPolicy:
+    """The SSRF guard policy for outbound requests (webhooks, HTTP sources)."""
+    return GuardPolicy.from_strings(settings.outbound_allow_http, settings.outbound_allow_networks)
+
+
+@dataclass
+class Resources:
+    """What handlers share in one process; close with `aclose` when the worker stops."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    submitter: Submitter
+    rng: random.Random = field(default_factory=random.Random)
+    _box: SecretBox | None = field(default=None, repr=False)
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def secret_box(self) -> SecretBox:
+        """The application key's box (ConfigError if no key can be had)."""
+        if self._box is None:
+            self._box = secret_box(self.settings)
+        return self._box
+
+    @property
+    def outbound_http(self) -> httpx.AsyncClient:
+        """An HTTP client that only reaches addresses the SSRF guard allows."""
+        if self._http is None:
+            limit = self.settings.webhook_deadline_s
+            self._http = guarded_client(
+                outbound_policy(self.settings),
+                timeout=httpx.Timeout(limit, connect=min(limit, 10.0)),
+            )
+        return self._http
+
+    def now(self) -> datetime:
+        """The current time (UTC)."""
+        return utc_now()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if one was made."""
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await self._http.aclose()
+            self._http = None

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from settler_jobs import logs
+from settler_jobs import cli_webhooks, logs
+from settler_jobs.cli_common import (
+    JsonOpt,
+    TenantOpt,
+    call,
+    fail,
+    parse_data,
+    run_with_services,
+)
 from settler_jobs.cli_output import emit, emit_counts, emit_dlq, emit_job, emit_jobs, emit_rows
 from settler_jobs.config import Settings
 from settler_jobs.domain import DlqStatus, JobState, PriorityClass, Tier
-from settler_jobs.errors import (
-    ConfigError,
-    InvalidJob,
-    InvalidState,
-    NotFound,
-    QueueUnavailable,
-    SettlerError,
-)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,58 +39,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(job_app, name="job")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
-
-# Exit codes, one per error family: scripts can tell "fix your input" from "try later".
-EXIT_CODES: dict[type[SettlerError], int] = {
-    InvalidJob: 4,
-    NotFound: 3,
-    InvalidState: 6,
-    QueueUnavailable: 5,
-    ConfigError: 7,
-}
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only see this tenant's objects.")]
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _run(work: Callable[[Services], Awaitable[T]], *, migrate: bool = False) -> T:
-    from settler_jobs.services import open_services
-
-    async def main() -> T:
-        async with open_services(Settings(), migrate=migrate) as services:
-            return await work(services)
-
-    return _call(main())
-
-
-def _call(coro: Coroutine[Any, Any, T]) -> T:
-    from settler_jobs import runner
-
-    try:
-        return runner.run(coro)
-    except SettlerError as exc:
-        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
-        _fail(str(exc), code)
-
-
-def _parse_data(raw: str | None) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    try:
-        text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read --data file: {exc}", 4)
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        _fail(f"--data is not valid JSON: {exc}", 4)
-    if not isinstance(data, dict):
-        _fail("--data must be a JSON object", 4)
-    return data
+app.add_typer(cli_webhooks.app, name="webhooks")
 
 
 def _kinds(raw: str | None) -> list[str] | None:
@@ -107,7 +54,7 @@ def up(
     from settler_jobs import runner
 
     logs.setup()
-    _call(runner.serve(Settings(), _kinds(kinds), migrate=True))
+    call(runner.serve(Settings(), _kinds(kinds), migrate=True))
 
 
 @app.command()
@@ -118,7 +65,7 @@ def worker(
     from settler_jobs import runner
 
     logs.setup()
-    _call(runner.serve(Settings(), _kinds(kinds), migrate=False))
+    call(runner.serve(Settings(), _kinds(kinds), migrate=False))
 
 
 @app.command()
@@ -141,7 +88,7 @@ def submit(
     try:
         sub = Submission(
             kind=kind,
-            data=_parse_data(data),
+            data=parse_data(data),
             tenant_id=tenant,
             tier=Tier.parse(tier),
             priority=PriorityClass.parse(priority) if priority else None,
@@ -151,8 +98,8 @@ def submit(
             timeout_s=timeout,
         )
     except ValueError as exc:
-        _fail(str(exc), 4)
-    result = _run(lambda s: s.queue.submit(sub))
+        fail(str(exc), 4)
+    result = run_with_services(lambda s: s.queue.submit(sub))
     if as_json:
         emit({**result.job.as_dict(), "created": result.created})
     else:
@@ -162,7 +109,7 @@ def submit(
 @job_app.command("show")
 def job_show(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Show one job: state, progress, attempts, result or failure."""
-    record = _run(lambda s: s.queue.get(job_id, tenant_id=tenant))
+    record = run_with_services(lambda s: s.queue.get(job_id, tenant_id=tenant))
     emit_job(record, as_json)
 
 
@@ -175,7 +122,7 @@ def job_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List the newest jobs, optionally by kind, state and tenant."""
-    records = _run(
+    records = run_with_services(
         lambda s: s.queue.list_jobs(kind=kind, state=state, tenant_id=tenant, limit=limit)
     )
     emit_jobs(records, as_json)
@@ -184,7 +131,7 @@ def job_list(
 @job_app.command("cancel")
 def job_cancel(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Cancel a job: waiting ones are removed, a running one is interrupted."""
-    state = _run(lambda s: s.queue.cancel(job_id, tenant_id=tenant))
+    state = run_with_services(lambda s: s.queue.cancel(job_id, tenant_id=tenant))
     message = "cancelled" if state is JobState.CANCELLED else "cancel requested (running)"
     emit({"id": job_id, "result": message}) if as_json else typer.echo(message)
 
@@ -192,26 +139,26 @@ def job_cancel(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) 
 @job_app.command("retry")
 def job_retry(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Run a failed job again with fresh attempts."""
-    emit_job(_run(lambda s: s.queue.retry(job_id, tenant_id=tenant)), as_json)
+    emit_job(run_with_services(lambda s: s.queue.retry(job_id, tenant_id=tenant)), as_json)
 
 
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
     """Counts per queue and state, and the oldest waiting job's age."""
-    emit_counts(_run(lambda s: s.queue.counts()), as_json)
+    emit_counts(run_with_services(lambda s: s.queue.counts()), as_json)
 
 
 @app.command()
 def pause(kind: str) -> None:
     """Stop every worker from starting new jobs of KIND (both lanes); running ones finish."""
-    _run(lambda s: s.queue.pause(kind))
+    run_with_services(lambda s: s.queue.pause(kind))
     typer.echo(f"{kind} paused")
 
 
 @app.command()
 def resume(kind: str) -> None:
     """Let workers start jobs of KIND again."""
-    _run(lambda s: s.queue.resume(kind))
+    run_with_services(lambda s: s.queue.resume(kind))
     typer.echo(f"{kind} resumed")
 
 
@@ -263,7 +210,7 @@ def dlq_list(
                 session, tenant_id=tenant, kind=kind, status=state, limit=limit, before=before
             )
 
-    emit_dlq(_run(work, migrate=True), as_json)
+    emit_dlq(run_with_services(work, migrate=True), as_json)
 
 
 @dlq_app.command("show")
@@ -275,7 +222,7 @@ def dlq_show(entry_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) 
         async with s.sessions() as session:
             return await dlq.get_entry(session, entry_id, tenant_id=tenant)
 
-    emit_dlq([_run(work, migrate=True)], as_json, detail=True)
+    emit_dlq([run_with_services(work, migrate=True)], as_json, detail=True)
 
 
 @dlq_app.command("retry")
@@ -289,8 +236,8 @@ def dlq_retry(
     """Re-enqueue a dead letter as a new job, linked to it."""
     from settler_jobs import dead_letters
 
-    edited = _parse_data(data) if data is not None else None
-    entry, submitted = _run(
+    edited = parse_data(data) if data is not None else None
+    entry, submitted = run_with_services(
         lambda s: dead_letters.retry_entry(
             s.queue, s.sessions, entry_id, actor=actor, data=edited, tenant_id=tenant
         ),
@@ -310,9 +257,9 @@ def _change_entry(
             return await change(session, datetime.now(UTC))
 
     try:
-        emit_dlq([_run(work, migrate=True)], as_json, detail=True)
+        emit_dlq([run_with_services(work, migrate=True)], as_json, detail=True)
     except ValueError as exc:
-        _fail(str(exc), 4)
+        fail(str(exc), 4)
 
 
 @dlq_app.command("resolve")
@@ -360,7 +307,7 @@ def db_upgrade() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from settler_jobs.storage.migrate import upgrade_async
 
-    _call(upgrade_async(settings.effective_database_url))
+    call(upgrade_async(settings.effective_database_url))
     typer.echo("database is up to date")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Final
 
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -19,8 +20,11 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def setup(level: str = "INFO") -> None:
-    """Configure the root logger once for a CLI process."""
+def setup(level: str | None = None) -> None:
+    """Configure the root logger once for a CLI process (level: SETTLER_LOG_LEVEL, INFO)."""
+    level = (level or os.environ.get("SETTLER_LOG_LEVEL") or "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        level = "INFO"
     handler = logging.StreamHandler()
     handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()

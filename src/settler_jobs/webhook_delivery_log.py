@@ -4,12 +4,15 @@ record attempts, and count each outcome towards its endpoint's health.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import copy
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
 
-from sqlalchemy import func, literal, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, case, func, insert, literal, null, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from settler_jobs import errors
 from settler_jobs.storage.tables import UTCDateTime
 from settler_jobs.storage.webhook_tables import (
     WebhookAttemptRow,
@@ -27,37 +30,92 @@ from settler_jobs.webhook_records import (
     DeliveryStatus,
     Endpoint,
     Event,
-    load,
-    to_delivery,
-    to_endpoint,
-    to_event,
+    SealedSecrets,
+    to_value,
 )
 
-_D = WebhookDeliveryRow
-_E = WebhookEndpointRow
+_DT: Final = cast(Table, WebhookDeliveryRow.__table__)
+_ET: Final = cast(Table, WebhookEndpointRow.__table__)
+_VT: Final = cast(Table, WebhookEventRow.__table__)
+_AT: Final = cast(Table, WebhookAttemptRow.__table__)
+SUCCESS_REFRESH: Final = timedelta(seconds=60)
+"""How stale `last_success_at` may be on an endpoint that keeps succeeding."""
 
 
-async def start_attempt(
+@dataclass(frozen=True)
+class Started:
+    """An attempt's delivery, endpoint and event, plus the endpoint's sealed secrets."""
+
+    delivery: Delivery
+    endpoint: Endpoint
+    event: Event
+    sealed: SealedSecrets
+
+
+def _prefixed(prefix: str, table: Any) -> list[Any]:
+    return [column.label(f"{prefix}{column.name}") for column in table.c]
+
+
+def _value(cls: type[Any], row: Any, prefix: str, **overrides: Any) -> Any:
+    mapping = row._mapping
+    names = cls.__dataclass_fields__
+    fields = {n: mapping[f"{prefix}{n}"] for n in names if n not in overrides}
+    return cls(**fields, **overrides)
+
+
+async def begin_attempt(
     session: AsyncSession, delivery_id: str, *, now: datetime, generation: int | None = None
-) -> tuple[Delivery, Endpoint, Event]:
+) -> Started:
     """Begin an attempt; send only if the returned delivery is DELIVERING.
 
     An active delivery (of `generation`, when given) becomes delivering with attempts+1,
     or failed if its endpoint is disabled. A final, cancelled or other-generation one is
     returned unchanged. NotFound if the delivery is gone (its endpoint was deleted).
+    Two statements: the joined rows (the delivery locked), then the update.
     """
-    row = await load(session, _D, delivery_id, None, lock=True)
-    endpoint = await load(session, WebhookEndpointRow, row.endpoint_id, None)
-    event = await load(session, WebhookEventRow, row.event_id, None)
-    if row.status in ACTIVE and generation in (None, row.generation):
+    joined = (
+        select(*_prefixed("d_", _DT), *_prefixed("e_", _ET), *_prefixed("v_", _VT))
+        .join_from(_DT, _ET, _ET.c.id == _DT.c.endpoint_id)
+        .join(_VT, _VT.c.id == _DT.c.event_id)
+        .where(_DT.c.id == delivery_id)
+    )
+    # Core on the session's connection: the ORM's per-statement layers cost more than
+    # the statements themselves on this hot path.
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        joined = joined.with_for_update(of=_DT)
+    row = (await conn.execute(joined)).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+    event = _value(Event, row, "v_", payload=copy.deepcopy(row.v_payload))
+    types = row.e_event_types
+    endpoint = _value(Endpoint, row, "e_", event_types=None if types is None else tuple(types))
+    changes: dict[str, Any] = {}
+    if row.d_status in ACTIVE and generation in (None, row.d_generation):
         if endpoint.enabled:
-            row.status, row.attempts = DeliveryStatus.DELIVERING.value, row.attempts + 1
+            changes = {"status": DeliveryStatus.DELIVERING.value, "attempts": row.d_attempts + 1}
         else:
-            row.status = DeliveryStatus.FAILED.value
-            row.last_error = f"endpoint disabled: {endpoint.disabled_reason}"[:MAX_ERROR]
-        row.next_attempt_at, row.updated_at = None, now
-        await session.flush()
-    return to_delivery(row), to_endpoint(endpoint), to_event(event)
+            reason = f"endpoint disabled: {endpoint.disabled_reason}"[:MAX_ERROR]
+            changes = {"status": DeliveryStatus.FAILED.value, "last_error": reason}
+        changes |= {"next_attempt_at": None, "updated_at": now}
+        await conn.execute(update(_DT).where(_DT.c.id == delivery_id).values(changes))
+    delivery = _value(
+        Delivery, row, "d_", status=DeliveryStatus(changes.get("status", row.d_status))
+    )
+    if changes:
+        delivery = replace(delivery, **{k: v for k, v in changes.items() if k != "status"})
+    sealed = SealedSecrets(
+        row.e_secret_ciphertext, row.e_previous_secret_ciphertext, row.e_previous_secret_expires_at
+    )
+    return Started(delivery, endpoint, event, sealed)
+
+
+async def start_attempt(
+    session: AsyncSession, delivery_id: str, *, now: datetime, generation: int | None = None
+) -> tuple[Delivery, Endpoint, Event]:
+    """`begin_attempt` without the sealed secrets."""
+    started = await begin_attempt(session, delivery_id, now=now, generation=generation)
+    return started.delivery, started.endpoint, started.event
 
 
 async def record_attempt(
@@ -73,6 +131,7 @@ async def record_attempt(
     next_retry_at: datetime | None,
     outcome: str,
     now: datetime,
+    endpoint: Endpoint | None = None,
 ) -> Delivery:
     """Log an attempt and apply its `outcome` (succeeded, retry, gone or failed).
 
@@ -80,15 +139,34 @@ async def record_attempt(
     failed (gone, failed); one cancelled or redelivered meanwhile keeps its status. The
     endpoint's health follows: success resets it, anything else counts a failure, and
     "gone" disables the endpoint (GONE_REASON). The excerpt is cut to 1024 characters.
+    Given `endpoint` as read when the attempt began, a success that would change none
+    of its health fields skips that write (two statements instead of three).
     """
     kind = "failed" if outcome == "failed_permanent" else str(outcome)
     if kind not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
-    row = await load(session, _D, delivery_id, None, lock=True)
     excerpt = response_excerpt[:MAX_EXCERPT]
-    session.add(
-        WebhookAttemptRow(
-            delivery_id=row.id,
+    status, next_at = _settled(kind, next_retry_at or now)
+    delivering = _DT.c.status == DeliveryStatus.DELIVERING.value
+    stmt = (
+        update(_DT)
+        .where(_DT.c.id == delivery_id)
+        .values(
+            status=case((delivering, status), else_=_DT.c.status),
+            next_attempt_at=case((delivering, _at(next_at)), else_=_DT.c.next_attempt_at),
+            last_status_code=status_code,
+            last_error=None if kind == "succeeded" else _error_text(error_class, excerpt),
+            updated_at=now,
+        )
+        .returning(*_DT.c)
+    )
+    conn = await session.connection()
+    row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+    await conn.execute(
+        insert(_AT).values(
+            delivery_id=delivery_id,
             attempt_no=attempt_no,
             started_at=started_at,
             status_code=status_code,
@@ -98,22 +176,21 @@ async def record_attempt(
             next_retry_at=next_retry_at,
         )
     )
-    if row.status == DeliveryStatus.DELIVERING.value:
-        _settle(row, kind, next_retry_at or now)
-    row.last_status_code, row.updated_at = status_code, now
-    row.last_error = None if kind == "succeeded" else _error_text(error_class, excerpt)
-    await _record_health(session, row.endpoint_id, kind, now)
-    await session.flush()
-    return to_delivery(row)
+    if not (kind == "succeeded" and endpoint is not None and _healthy(endpoint, now)):
+        await _record_health(conn, row.endpoint_id, kind, now)
+    return to_value(Delivery, row, status=DeliveryStatus(row.status))
 
 
-def _settle(row: WebhookDeliveryRow, kind: str, retry_at: datetime) -> None:
+def _settled(kind: str, retry_at: datetime) -> tuple[str, datetime | None]:
+    """The status (and next attempt time) a delivering delivery takes after `kind`."""
     if kind == "retry":
-        row.status, row.next_attempt_at = DeliveryStatus.PENDING.value, retry_at
-        return
+        return DeliveryStatus.PENDING.value, retry_at
     ok = kind == "succeeded"
-    row.status = (DeliveryStatus.SUCCEEDED if ok else DeliveryStatus.FAILED).value
-    row.next_attempt_at = None
+    return (DeliveryStatus.SUCCEEDED if ok else DeliveryStatus.FAILED).value, None
+
+
+def _at(moment: datetime | None) -> Any:
+    return literal(moment, UTCDateTime()) if moment is not None else null()
 
 
 def _error_text(error_class: str | None, excerpt: str) -> str:
@@ -121,20 +198,43 @@ def _error_text(error_class: str | None, excerpt: str) -> str:
     return text[:MAX_ERROR]
 
 
-async def _record_health(session: AsyncSession, endpoint_id: str, kind: str, now: datetime) -> None:
-    at = literal(now, UTCDateTime())
-    values: dict[str, Any] = (
-        {"consecutive_failures": 0, "last_success_at": at, "failing_since": None}
-        if kind == "succeeded"
-        else {
-            "consecutive_failures": _E.consecutive_failures + 1,
-            "failing_since": func.coalesce(_E.failing_since, at),
-        }
+def _healthy(endpoint: Endpoint, now: datetime) -> bool:
+    """True if a success now leaves the endpoint's health fields as they are."""
+    last = endpoint.last_success_at
+    return (
+        endpoint.consecutive_failures == 0
+        and endpoint.failing_since is None
+        and last is not None
+        and last >= now - SUCCESS_REFRESH
     )
-    fetch = {"synchronize_session": "fetch"}
-    stmt = update(_E).where(_E.id == endpoint_id).values(values)
-    await session.execute(stmt.execution_options(**fetch))
+
+
+async def _record_health(conn: AsyncConnection, endpoint_id: str, kind: str, now: datetime) -> None:
+    at = literal(now, UTCDateTime())
+    stmt = update(_ET).where(_ET.c.id == endpoint_id)
+    if kind == "succeeded":
+        # A healthy endpoint's row is written at most once per interval, not per delivery:
+        # every delivery to one busy endpoint would otherwise queue on its row lock.
+        stale = literal(now - SUCCESS_REFRESH, UTCDateTime())
+        changed = or_(
+            _ET.c.consecutive_failures != 0,
+            _ET.c.failing_since.is_not(None),
+            _ET.c.last_success_at.is_(None),
+            _ET.c.last_success_at < stale,
+        )
+        values: dict[str, Any] = {
+            "consecutive_failures": 0,
+            "last_success_at": at,
+            "failing_since": None,
+        }
+        await conn.execute(stmt.where(changed).values(values))
+        return
+    values = {
+        "consecutive_failures": _ET.c.consecutive_failures + 1,
+        "failing_since": func.coalesce(_ET.c.failing_since, at),
+    }
+    await conn.execute(stmt.values(values))
     if kind == "gone":
         gone = {"enabled": False, "disabled_reason": GONE_REASON, "disabled_at": at}
-        stmt = update(_E).where(_E.id == endpoint_id, _E.enabled.is_(True))
-        await session.execute(stmt.values(gone | {"updated_at": at}).execution_options(**fetch))
+        disable = update(_ET).where(_ET.c.id == endpoint_id, _ET.c.enabled.is_(True))
+        await conn.execute(disable.values(gone | {"updated_at": at}))

@@ -29,6 +29,7 @@ from settler_jobs.webhook_records import (
     UNCHANGED,
     Endpoint,
     Notification,
+    SealedSecrets,
     Unchanged,
     aware,
     check_event_type,
@@ -189,11 +190,21 @@ async def reveal_secrets(
     For signing only; never show or log them.
     """
     row = await load(session, WebhookEndpointRow, endpoint_id, None)
-    context = _context(row.id)
-    secrets = [box.decrypt(row.secret_ciphertext, context=context)]
-    expires = row.previous_secret_expires_at
-    if row.previous_secret_ciphertext and expires is not None and aware(now) < expires:
-        secrets.append(box.decrypt(row.previous_secret_ciphertext, context=context))
+    sealed = SealedSecrets(
+        row.secret_ciphertext, row.previous_secret_ciphertext, row.previous_secret_expires_at
+    )
+    return open_secrets(box, endpoint_id, sealed, now=now)
+
+
+def open_secrets(
+    box: SecretBox, endpoint_id: str, sealed: SealedSecrets, *, now: datetime
+) -> list[str]:
+    """Decrypt `sealed` (the endpoint's): current first, the previous one until it expires."""
+    context = _context(endpoint_id)
+    secrets = [box.decrypt(sealed.current, context=context)]
+    expires = sealed.previous_expires_at
+    if sealed.previous and expires is not None and aware(now) < expires:
+        secrets.append(box.decrypt(sealed.previous, context=context))
     return secrets
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any, Final, TypeVar
@@ -95,6 +95,15 @@ class Endpoint:
     def subscribes_to(self, event_type: str) -> bool:
         """True if events of `event_type` go to this endpoint (when enabled)."""
         return self.event_types is None or event_type in self.event_types
+
+
+@dataclass(frozen=True)
+class SealedSecrets:
+    """An endpoint's encrypted signing secrets (`webhook_endpoints.open_secrets`)."""
+
+    current: str = field(repr=False)
+    previous: str | None = field(repr=False)
+    previous_expires_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -26,8 +26,8 @@ from settler_jobs import errors
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.webhook_delivery import AttemptResult, Outcome, attempt, next_delay_s
-from settler_jobs.webhook_delivery_log import record_attempt, start_attempt
-from settler_jobs.webhook_endpoints import disable_if_unhealthy, reveal_secrets
+from settler_jobs.webhook_delivery_log import begin_attempt, record_attempt
+from settler_jobs.webhook_endpoints import disable_if_unhealthy, open_secrets
 from settler_jobs.webhook_records import Delivery, DeliveryStatus, Endpoint, Event, Notification
 from settler_jobs.webhook_signing import DEFAULT_USER_AGENT, json_body, sign_headers
 
@@ -70,6 +70,7 @@ class _Started:
     endpoint: Endpoint
     event: Event
     started_at: datetime
+    secrets: Sequence[str] = field(repr=False)
 
 
 async def send_delivery(
@@ -90,10 +91,10 @@ async def send_delivery(
     `is_last`: no attempt follows this one, so a retryable failure fails the delivery.
     Returns a skipped result when there is nothing to send.
     """
-    started = await _start(sessions, delivery_id, generation, now)
+    started = await _start(sessions, box, delivery_id, generation, now)
     if isinstance(started, SendResult):
         return started
-    secrets = await _secrets(sessions, box, started.endpoint.id, started.started_at)
+    secrets = started.secrets
     body = _body(started.event)
     headers = sign_headers(
         webhook_id=started.delivery.id,
@@ -112,27 +113,26 @@ async def send_delivery(
 
 
 async def _start(
-    sessions: Sessions, delivery_id: str, generation: int | None, now: Callable[[], datetime]
+    sessions: Sessions,
+    box: SecretBox,
+    delivery_id: str,
+    generation: int | None,
+    now: Callable[[], datetime],
 ) -> _Started | SendResult:
     started_at = now()
     try:
         async with sessions() as session, session.begin():
-            delivery, endpoint, event = await start_attempt(
+            started = await begin_attempt(
                 session, delivery_id, now=started_at, generation=generation
             )
     except errors.NotFound:
         return SendResult(None, skipped=True, reason="delivery not found")
+    delivery = started.delivery
     if delivery.status is not DeliveryStatus.DELIVERING:
         reason = f"delivery is {delivery.status.value} (generation {delivery.generation})"
         return SendResult(None, skipped=True, reason=reason)
-    return _Started(delivery, endpoint, event, started_at)
-
-
-async def _secrets(
-    sessions: Sessions, box: SecretBox, endpoint_id: str, at: datetime
-) -> Sequence[str]:
-    async with sessions() as session, session.begin():
-        return await reveal_secrets(session, box, endpoint_id, now=at)
+    secrets = open_secrets(box, started.endpoint.id, started.sealed, now=started_at)
+    return _Started(delivery, started.endpoint, started.event, started_at, secrets)
 
 
 def _body(event: Event) -> bytes:
@@ -179,14 +179,17 @@ async def _record(
                 next_retry_at=retry_at,
                 outcome=kind,
                 now=finished,
+                endpoint=started.endpoint,
             )
-            notification = await disable_if_unhealthy(
-                session,
-                started.endpoint.id,
-                now=finished,
-                max_consecutive=config.max_consecutive_failures,
-                max_failing=config.max_failing,
-            )
+            notification = None
+            if kind != "succeeded":
+                notification = await disable_if_unhealthy(
+                    session,
+                    started.endpoint.id,
+                    now=finished,
+                    max_consecutive=config.max_consecutive_failures,
+                    max_failing=config.max_failing,
+                )
     except errors.NotFound:  # the endpoint, and so the delivery, was deleted meanwhile
         return SendResult(
             kind, result.status_code, reason="delivery deleted while sending", skipped=True

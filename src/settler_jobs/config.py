@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         default=15.0, gt=0, le=60, description="Whole-attempt deadline of one webhook POST."
     )
     webhook_retry_base_s: float = Field(
-        default=30.0, ge=0, description="First webhook retry delay; doubles per attempt."
+        default=2.0, ge=0, description="First webhook retry delay; doubles per attempt."
     )
     webhook_retry_max_s: float = Field(
         default=3600.0, gt=0, description="Longest retry delay, Retry-After included."

@@ -28,7 +28,7 @@ def default_registry() -> Registry:
                 PriorityClass.NORMAL,
                 concurrency=10,
                 # Delays come from the handler (Retry-After or backoff), not from these.
-                retry=RetryPolicy(attempts=5, base_delay_s=30),
+                retry=RetryPolicy(attempts=5, base_delay_s=2),
                 timeout_s=90,
                 periodic=(webhooks.flush_outbox_step, webhooks.sweep_step),
                 retry_dead=webhooks.retry_dead_delivery,

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Longest retry delay, Retry-After included."
     )
     webhook_disable_after_failures: int = Field(
-        default=50, ge=1, description="Consecutive failed deliveries that disable an endpoint."
+        default=20, ge=1, description="Consecutive failed deliveries that disable an endpoint."
     )
     webhook_disable_after_days: float = Field(
         default=5.0, gt=0, description="Days of failures without a success that disable it."

@@ -137,8 +137,9 @@ async def record_attempt(
 
     A delivering delivery becomes succeeded, pending until `next_retry_at` (retry) or
     failed (gone, failed); one cancelled or redelivered meanwhile keeps its status. The
-    endpoint's health follows: success resets it, anything else counts a failure, and
-    "gone" disables the endpoint (GONE_REASON). The excerpt is cut to 1024 characters.
+    endpoint's health follows: success resets it, a retry starts its failing period, a
+    failed delivery (failed, gone) counts one more consecutive failure, and "gone"
+    disables the endpoint (GONE_REASON). The excerpt is cut to 1024 characters.
     Given `endpoint` as read when the attempt began, a success that would change none
     of its health fields skips that write (two statements instead of three).
     """
@@ -229,10 +230,11 @@ async def _record_health(conn: AsyncConnection, endpoint_id: str, kind: str, now
         }
         await conn.execute(stmt.where(changed).values(values))
         return
-    values = {
-        "consecutive_failures": _ET.c.consecutive_failures + 1,
-        "failing_since": func.coalesce(_ET.c.failing_since, at),
-    }
+    # A retry is not yet a failed delivery: it starts the failing period but only a
+    # delivery that failed for good counts towards the consecutive limit.
+    values = {"failing_since": func.coalesce(_ET.c.failing_since, at)}
+    if kind != "retry":
+        values["consecutive_failures"] = _ET.c.consecutive_failures + 1
     await conn.execute(stmt.values(values))
     if kind == "gone":
         gone = {"enabled": False, "disabled_reason": GONE_REASON, "disabled_at": at}

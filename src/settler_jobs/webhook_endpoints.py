@@ -250,7 +250,7 @@ async def disable_if_unhealthy(
     max_consecutive: int,
     max_failing: timedelta,
 ) -> Notification | None:
-    """Disable an endpoint whose last `max_consecutive` attempts all failed, or that has
+    """Disable an endpoint whose last `max_consecutive` deliveries all failed, or that has
     been failing without a success for `max_failing`; then, once per disabling (also for
     one disabled by a 410), record a tenant notification and return it.
     """
@@ -275,7 +275,7 @@ def _unhealthy(
     row: WebhookEndpointRow, now: datetime, max_consecutive: int, max_failing: timedelta
 ) -> str | None:
     if row.consecutive_failures >= max_consecutive:
-        return f"{row.consecutive_failures} consecutive failed attempts"
+        return f"{row.consecutive_failures} consecutive failed deliveries"
     if row.failing_since is not None and now - row.failing_since >= max_failing:
         return f"failing without a success since {row.failing_since.isoformat()}"
     return None

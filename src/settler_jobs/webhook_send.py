@@ -41,7 +41,7 @@ class SendConfig:
     """Limits of one send: the whole-attempt deadline and when an endpoint is disabled."""
 
     deadline_s: float = 15.0
-    max_consecutive_failures: int = 50
+    max_consecutive_failures: int = 20
     max_failing: timedelta = timedelta(days=5)
     user_agent: str = DEFAULT_USER_AGENT
 

@@ -318,7 +318,7 @@ async def test_attempts_are_logged_and_steer_the_delivery(db_session_factory: Se
     assert retried.next_attempt_at == T0 + timedelta(minutes=1)
     assert retried.last_status_code == 500 and retried.last_error is not None
     failing = await endpoint_of(db_session_factory, endpoint.id)
-    assert failing.consecutive_failures == 1 and failing.failing_since == T0
+    assert failing.consecutive_failures == 0 and failing.failing_since == T0  # not failed yet
     later = T0 + timedelta(minutes=1)
     done = await attempt(
         db_session_factory, delivery.id, "succeeded", later, status_code=204, error_class=None,
@@ -363,7 +363,10 @@ async def test_unhealthy_endpoint_is_disabled_after_n_failures_with_one_notice(
     async with db_session_factory() as session, session.begin():
         assert await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
     (third,) = await publish(db_session_factory)
-    await attempt(db_session_factory, third.id, "retry")
+    await attempt(db_session_factory, third.id, "retry")  # a retry is not a failed delivery
+    async with db_session_factory() as session, session.begin():
+        assert await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits) is None
+    await attempt(db_session_factory, third.id, "failed")
     async with db_session_factory() as session, session.begin():
         note = await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
         again = await we.disable_if_unhealthy(session, endpoint.id, now=T0, **limits)
@@ -372,7 +375,7 @@ async def test_unhealthy_endpoint_is_disabled_after_n_failures_with_one_notice(
     assert note is not None and again is None and notes == [note] and other == []
     assert note.kind == wr.DISABLED_KIND and note.tenant_id == "tenant-a"
     disabled = await endpoint_of(db_session_factory, endpoint.id)
-    assert not disabled.enabled and disabled.disabled_reason == "3 consecutive failed attempts"
+    assert not disabled.enabled and disabled.disabled_reason == "3 consecutive failed deliveries"
 
 
 async def test_endpoint_failing_too_long_is_disabled_and_enabling_resets_health(

@@ -18,6 +18,7 @@ from settler_jobs.keyring import secret_box
 from settler_jobs.net_guard import GuardPolicy, guarded_client
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.secrets_box import SecretBox
+from settler_jobs.storage.db import Transactions
 
 
 class Submitter(Protocol):
@@ -48,6 +49,7 @@ class Resources:
     rng: random.Random = field(default_factory=random.Random)
     _box: SecretBox | None = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _transactions: Transactions | None = field(default=None, repr=False)
 
     @property
     def secret_box(self) -> SecretBox:
@@ -67,6 +69,13 @@ class Resources:
             )
         return self._http
 
+    @property
+    def transactions(self) -> Transactions:
+        """Runs short synchronous statement sequences in one transaction (hot paths)."""
+        if self._transactions is None:
+            self._transactions = Transactions(self.sessions.kw["bind"])
+        return self._transactions
+
     def now(self) -> datetime:
         """The current time (UTC)."""
         return utc_now()
@@ -77,3 +86,7 @@ class Resources:
             with contextlib.suppress(Exception):
                 await self._http.aclose()
             self._http = None
+        if self._transactions is not None:
+            with contextlib.suppress(Exception):
+                await self._transactions.aclose()
+            self._transactions = None

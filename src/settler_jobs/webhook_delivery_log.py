@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, case, func, insert, literal, null, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from settler_jobs import errors
 from settler_jobs.storage.tables import UTCDateTime
@@ -66,6 +67,14 @@ def _value(cls: type[Any], row: Any, prefix: str, **overrides: Any) -> Any:
 async def begin_attempt(
     session: AsyncSession, delivery_id: str, *, now: datetime, generation: int | None = None
 ) -> Started:
+    """`begin_attempt_on` in the session's transaction."""
+    conn = await session.connection()
+    return await conn.run_sync(begin_attempt_on, delivery_id, now=now, generation=generation)
+
+
+def begin_attempt_on(
+    conn: Connection, delivery_id: str, *, now: datetime, generation: int | None = None
+) -> Started:
     """Begin an attempt; send only if the returned delivery is DELIVERING.
 
     An active delivery (of `generation`, when given) becomes delivering with attempts+1,
@@ -79,12 +88,11 @@ async def begin_attempt(
         .join(_VT, _VT.c.id == _DT.c.event_id)
         .where(_DT.c.id == delivery_id)
     )
-    # Core on the session's connection: the ORM's per-statement layers cost more than
-    # the statements themselves on this hot path.
-    conn = await session.connection()
+    # Core statements, synchronous: the hot path runs as one unit per transaction (see
+    # storage.db.Transactions), not one event-loop hop per statement.
     if conn.dialect.name == "postgresql":
         joined = joined.with_for_update(of=_DT)
-    row = (await conn.execute(joined)).one_or_none()
+    row = conn.execute(joined).one_or_none()
     if row is None:
         raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
     event = _value(Event, row, "v_", payload=copy.deepcopy(row.v_payload))
@@ -98,7 +106,10 @@ async def begin_attempt(
             reason = f"endpoint disabled: {endpoint.disabled_reason}"[:MAX_ERROR]
             changes = {"status": DeliveryStatus.FAILED.value, "last_error": reason}
         changes |= {"next_attempt_at": None, "updated_at": now}
-        await conn.execute(update(_DT).where(_DT.c.id == delivery_id).values(changes))
+        still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
+        moved = conn.execute(update(_DT).where(_DT.c.id == delivery_id, *still).values(changes))
+        if moved.rowcount != 1:  # another process changed it since our read: send nothing
+            raise errors.InvalidState(f"webhook delivery {delivery_id!r} changed while starting")
     delivery = _value(
         Delivery, row, "d_", status=DeliveryStatus(changes.get("status", row.d_status))
     )
@@ -118,8 +129,14 @@ async def start_attempt(
     return started.delivery, started.endpoint, started.event
 
 
-async def record_attempt(
-    session: AsyncSession,
+async def record_attempt(session: AsyncSession, delivery_id: str, **kwargs: Any) -> Delivery:
+    """`record_attempt_on` (same keywords) in the session's transaction."""
+    conn = await session.connection()
+    return await conn.run_sync(record_attempt_on, delivery_id, **kwargs)
+
+
+def record_attempt_on(
+    conn: Connection,
     delivery_id: str,
     *,
     attempt_no: int,
@@ -161,11 +178,10 @@ async def record_attempt(
         )
         .returning(*_DT.c)
     )
-    conn = await session.connection()
-    row = (await conn.execute(stmt)).one_or_none()
+    row = conn.execute(stmt).one_or_none()
     if row is None:
         raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
-    await conn.execute(
+    conn.execute(
         insert(_AT).values(
             delivery_id=delivery_id,
             attempt_no=attempt_no,
@@ -178,7 +194,7 @@ async def record_attempt(
         )
     )
     if not (kind == "succeeded" and endpoint is not None and _healthy(endpoint, now)):
-        await _record_health(conn, row.endpoint_id, kind, now)
+        _record_health(conn, row.endpoint_id, kind, now)
     return to_value(Delivery, row, status=DeliveryStatus(row.status))
 
 
@@ -210,7 +226,7 @@ def _healthy(endpoint: Endpoint, now: datetime) -> bool:
     )
 
 
-async def _record_health(conn: AsyncConnection, endpoint_id: str, kind: str, now: datetime) -> None:
+def _record_health(conn: Connection, endpoint_id: str, kind: str, now: datetime) -> None:
     at = literal(now, UTCDateTime())
     stmt = update(_ET).where(_ET.c.id == endpoint_id)
     if kind == "succeeded":
@@ -228,15 +244,15 @@ async def _record_health(conn: AsyncConnection, endpoint_id: str, kind: str, now
             "last_success_at": at,
             "failing_since": None,
         }
-        await conn.execute(stmt.where(changed).values(values))
+        conn.execute(stmt.where(changed).values(values))
         return
     # A retry is not yet a failed delivery: it starts the failing period but only a
     # delivery that failed for good counts towards the consecutive limit.
     values = {"failing_since": func.coalesce(_ET.c.failing_since, at)}
     if kind != "retry":
         values["consecutive_failures"] = _ET.c.consecutive_failures + 1
-    await conn.execute(stmt.values(values))
+    conn.execute(stmt.values(values))
     if kind == "gone":
         gone = {"enabled": False, "disabled_reason": GONE_REASON, "disabled_at": at}
         disable = update(_ET).where(_ET.c.id == endpoint_id, _ET.c.enabled.is_(True))
-        await conn.execute(disable.values(gone | {"updated_at": at}))
+        conn.execute(disable.values(gone | {"updated_at": at}))

@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs import errors
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.secrets_box import SecretBox
+from settler_jobs.storage.db import Transactions
 from settler_jobs.webhook_delivery import AttemptResult, Outcome, attempt, next_delay_s
-from settler_jobs.webhook_delivery_log import begin_attempt, record_attempt
+from settler_jobs.webhook_delivery_log import begin_attempt_on, record_attempt_on
 from settler_jobs.webhook_endpoints import disable_if_unhealthy, open_secrets
 from settler_jobs.webhook_records import Delivery, DeliveryStatus, Endpoint, Event, Notification
 from settler_jobs.webhook_signing import DEFAULT_USER_AGENT, json_body, sign_headers
@@ -79,6 +80,7 @@ async def send_delivery(
     generation: int | None,
     is_last: bool,
     sessions: Sessions,
+    transactions: Transactions,
     box: SecretBox,
     client: httpx.AsyncClient,
     policy: RetryPolicy,
@@ -91,7 +93,7 @@ async def send_delivery(
     `is_last`: no attempt follows this one, so a retryable failure fails the delivery.
     Returns a skipped result when there is nothing to send.
     """
-    started = await _start(sessions, box, delivery_id, generation, now)
+    started = await _start(transactions, box, delivery_id, generation, now)
     if isinstance(started, SendResult):
         return started
     secrets = started.secrets
@@ -109,11 +111,11 @@ async def send_delivery(
     )
     attempt_no = started.delivery.attempts
     kind, retry_in_s = _decide(result, attempt_no, is_last, policy, rng)
-    return await _record(sessions, started, result, kind, retry_in_s, config, now)
+    return await _record(sessions, transactions, started, result, kind, retry_in_s, config, now)
 
 
 async def _start(
-    sessions: Sessions,
+    transactions: Transactions,
     box: SecretBox,
     delivery_id: str,
     generation: int | None,
@@ -121,10 +123,9 @@ async def _start(
 ) -> _Started | SendResult:
     started_at = now()
     try:
-        async with sessions() as session, session.begin():
-            started = await begin_attempt(
-                session, delivery_id, now=started_at, generation=generation
-            )
+        started = await transactions.run(
+            begin_attempt_on, delivery_id, now=started_at, generation=generation
+        )
     except errors.NotFound:
         return SendResult(None, skipped=True, reason="delivery not found")
     delivery = started.delivery
@@ -156,6 +157,7 @@ def _decide(
 
 async def _record(
     sessions: Sessions,
+    transactions: Transactions,
     started: _Started,
     result: AttemptResult,
     kind: str,
@@ -166,23 +168,23 @@ async def _record(
     finished = now()
     retry_at = None if retry_in_s is None else finished + timedelta(seconds=retry_in_s)
     try:
-        async with sessions() as session, session.begin():
-            delivery = await record_attempt(
-                session,
-                started.delivery.id,
-                attempt_no=started.delivery.attempts,
-                started_at=started.started_at,
-                status_code=result.status_code,
-                latency_ms=result.latency_ms,
-                error_class=result.error_class,
-                response_excerpt=result.response_excerpt,
-                next_retry_at=retry_at,
-                outcome=kind,
-                now=finished,
-                endpoint=started.endpoint,
-            )
-            notification = None
-            if kind != "succeeded":
+        delivery = await transactions.run(
+            record_attempt_on,
+            started.delivery.id,
+            attempt_no=started.delivery.attempts,
+            started_at=started.started_at,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error_class=result.error_class,
+            response_excerpt=result.response_excerpt,
+            next_retry_at=retry_at,
+            outcome=kind,
+            now=finished,
+            endpoint=started.endpoint,
+        )
+        notification = None
+        if kind != "succeeded":  # the rare path: the ORM and its own transaction
+            async with sessions() as session, session.begin():
                 notification = await disable_if_unhealthy(
                     session,
                     started.endpoint.id,

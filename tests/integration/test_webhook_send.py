@@ -22,6 +22,7 @@ from settler_jobs import webhook_store as ws
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.net_guard import GuardPolicy, guarded_client
 from settler_jobs.secrets_box import SecretBox
+from settler_jobs.storage.db import Transactions
 from settler_jobs.webhook_records import GONE_REASON, Attempt, Delivery, DeliveryStatus, Endpoint
 from settler_jobs.webhook_send import SendConfig, SendResult, send_delivery
 from tests.webhook_receiver import Reply, WebhookReceiver
@@ -72,6 +73,7 @@ class Setup:
     endpoint: Endpoint
     secret: str
     delivery: Delivery
+    transactions: Transactions
 
     async def send(self, *, limit: int = 5, generation: int | None = None) -> SendResult:
         """One attempt; the one numbered `limit` (counted on the delivery) is the last."""
@@ -81,6 +83,7 @@ class Setup:
             generation=self.delivery.generation if generation is None else generation,
             is_last=attempts_so_far + 1 >= limit,
             sessions=self.sessions,
+            transactions=self.transactions,
             box=BOX,
             client=self.client,
             policy=RETRY,
@@ -105,7 +108,7 @@ class Setup:
 @pytest.fixture
 async def setup(
     db_session_factory: Sessions, client: httpx.AsyncClient, receiver: WebhookReceiver
-) -> Setup:
+) -> AsyncIterator[Setup]:
     clock = Clock()
     async with db_session_factory() as session, session.begin():
         endpoint, secret = await we.create_endpoint(
@@ -123,7 +126,13 @@ async def setup(
             session, tenant_id=TENANT, event_type="order.paid", payload=PAYLOAD, now=clock()
         )
     receiver.secrets.append(secret)
-    return Setup(db_session_factory, client, receiver, clock, endpoint, secret, delivery)
+    transactions = Transactions(db_session_factory.kw["bind"])
+    try:
+        yield Setup(
+            db_session_factory, client, receiver, clock, endpoint, secret, delivery, transactions
+        )
+    finally:
+        await transactions.aclose()
 
 
 async def test_success_is_signed_with_the_delivery_id(setup: Setup) -> None:

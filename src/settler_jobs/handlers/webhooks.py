@@ -61,6 +61,7 @@ async def deliver_webhook(payload: DeliveryPayload, ctx: JobContext) -> dict[str
         generation=payload.generation,
         is_last=ctx.is_last_attempt,
         sessions=res.sessions,
+        transactions=res.transactions,
         box=res.secret_box,
         client=res.outbound_http,
         policy=policy,

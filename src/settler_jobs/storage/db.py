@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from sqlalchemy import URL, event, make_url
+from sqlalchemy import URL, Connection, Engine, event, make_url
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 _SQLITE_PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
@@ -65,3 +72,46 @@ def _apply_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> Non
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+class Transactions:
+    """Runs a synchronous function on a connection inside one transaction.
+
+    For hot paths made of a few short statements. On SQLite the whole function runs in
+    one dedicated thread on a synchronous connection: one hand-off per transaction
+    instead of several per statement (aiosqlite's cost dwarfs SQLite's). Elsewhere it
+    runs through the async engine (`AsyncConnection.run_sync`), each statement awaiting
+    the server as usual. Close with `aclose`.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sync: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            sync_url = engine.url.set(drivername="sqlite")
+            self._sync = create_sync_engine(sync_url, pool_size=1, max_overflow=0)
+            event.listen(self._sync, "connect", _apply_sqlite_pragmas)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="settler-sqlite")
+
+    async def run(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`fn(connection, *args, **kwargs)` in a transaction, committed if it returns."""
+        if self._sync is None or self._thread is None:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
+        call = functools.partial(_in_transaction, self._sync, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def aclose(self) -> None:
+        """Release the synchronous engine and its thread (SQLite)."""
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.shutdown, True)
+        if self._sync is not None:
+            self._sync.dispose()
+
+
+def _in_transaction(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with engine.begin() as conn:
+        return fn(conn, *args, **kwargs)

@@ -268,8 +268,9 @@ def test_submit_fails_fast_with_exit_5_when_redis_is_unreachable(cli: Cli, tmp_p
     assert result.stderr.startswith("error: Redis is unreachable")
     assert result.stdout == ""
     _no_traceback(result)
-    # Interpreter start-up (about 1.5 s on a busy CI machine) included.
-    assert took < 4.0, f"took {took:.1f}s"
+    # Fails fast rather than hangs: a hang waits out retries (tens of seconds). The bound
+    # is loose because interpreter start-up on a loaded 2-vCPU machine alone took 3 s.
+    assert took < 10.0, f"took {took:.1f}s"
 
 
 def test_submit_with_a_missing_data_file_says_so(cli: Cli, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ refuses any write the text check missed. Give the adapter a role that may only r
 
 PostgreSQL hosts pass the network guard like any outbound address. A SQLite database
 must be a file in the tenant's storage (``sqlite:///relative/path.db``). Rows are
-numbered from 1; NUMERIC values are read as exact decimals, floats are refused per row.
+numbered from 1; NUMERIC values are read as exact decimals, floats are refused per row
+(SQLite stores NUMERIC with a fraction as a float: keep amounts there as TEXT or INTEGER).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import polars as pl
 from sqlalchemy import make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from settler_jobs.config import normalise_database_url
@@ -153,7 +155,7 @@ def read_sql(spec: SqlSource, files_root: Path, policy: GuardPolicy
         raise SourceError(f"the database host is refused: {exc.detail} ({exc.rule})") from exc
     try:
         return asyncio.run(_read_postgres(spec, query))
-    except (OSError, DBAPIError, SQLAlchemyError) as exc:
+    except (OSError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         transient = isinstance(exc, OSError) or getattr(exc, "connection_invalidated", False)
         message = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
         raise SourceError(f"the query failed: {message}", transient=transient) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,8 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
+from settler_jobs.net_guard import GuardPolicy
 from settler_jobs.reconcile import FileSource, HttpSource, MatchRules, SqlSource
 from settler_jobs.reconcile import store as rs
+from settler_jobs.reconcile.job import execute_run
 from settler_jobs.reconcile.run import ReconciliationResult, run_reconciliation
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.reconcile_tables import (
@@ -207,3 +211,72 @@ async def test_progress_and_failure_are_recorded(db_session_factory: Sessions) -
         "file 'x.csv' does not exist",
         86_400_000,
     )
+
+
+async def test_a_job_runs_a_definition_and_a_retry_replaces_its_results(
+    db_session_factory: Sessions, tmp_path: Path
+) -> None:
+    files = tmp_path / "files"
+    (files / "tenant-a").mkdir(parents=True)
+    result(files / "tenant-a", pairs=4)
+    async with db_session_factory() as session, session.begin():
+        made = await rs.create_definition(
+            session,
+            BOX,
+            tenant_id="tenant-a",
+            name="files",
+            source=SOURCE,
+            target=TARGET,
+            rules=MatchRules(),
+            now=T0,
+        )
+    # forkserver, as the worker does: forking a process that runs threads is unsafe.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        for _attempt in range(2):
+            run = await execute_run(
+                db_session_factory,
+                BOX,
+                tenant_id="tenant-a",
+                definition_id=made.id,
+                job_id="job-9",
+                files_dir=files,
+                policy=GuardPolicy(),
+                executor=pool,
+                clock=lambda: T0,
+            )
+    assert (run.status, run.matched, run.malformed_source) == ("succeeded", 4, 1)
+    async with db_session_factory() as session:
+        assert [r.id for r in await rs.list_runs(session, tenant_id="tenant-a")] == [run.id]
+        page = await rs.list_matches(session, run.id, tenant_id="tenant-a", limit=10)
+        assert len(page.items) == 4
+
+
+async def test_a_job_whose_source_is_missing_fails_permanently(
+    db_session_factory: Sessions, tmp_path: Path
+) -> None:
+    async with db_session_factory() as session, session.begin():
+        made = await rs.create_definition(
+            session,
+            BOX,
+            tenant_id="tenant-a",
+            name="files",
+            source=SOURCE,
+            target=TARGET,
+            rules=MatchRules(),
+            now=T0,
+        )
+    with pytest.raises(errors.PermanentFailure, match="does not exist"):
+        await execute_run(
+            db_session_factory,
+            BOX,
+            tenant_id="tenant-a",
+            definition_id=made.id,
+            job_id="job-1",
+            files_dir=tmp_path,
+            policy=GuardPolicy(),
+            clock=lambda: T0,
+        )
+    async with db_session_factory() as session:
+        (run,) = await rs.list_runs(session, tenant_id="tenant-a")
+    assert run.status == "failed" and "bank.csv" in (run.error or "")

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs import errors
 from settler_jobs.net_guard import GuardPolicy
 from settler_jobs.reconcile import FileSource, HttpSource, MatchRules, SqlSource
+from settler_jobs.reconcile import results as rr
 from settler_jobs.reconcile import store as rs
 from settler_jobs.reconcile.job import execute_run
 from settler_jobs.reconcile.run import ReconciliationResult, run_reconciliation
@@ -68,7 +69,7 @@ async def saved_run(sessions: Sessions, res: ReconciliationResult, job: str = "j
             session, tenant_id="tenant-a", definition_id=made.id, job_id=job, now=T0
         )
         await rs.start_run(session, run.id, now=T0)
-        return await rs.save_results(session, run.id, res, now=T0 + timedelta(seconds=3))
+        return await rr.save_results(session, run.id, res, now=T0 + timedelta(seconds=3))
 
 
 async def test_definitions_seal_secrets_and_show_them_to_nobody(
@@ -121,18 +122,18 @@ async def test_a_run_stores_its_results_and_summary(
         },
     }
     async with db_session_factory() as session:
-        page = await rs.list_matches(session, run.id, tenant_id="tenant-a")
+        page = await rr.list_matches(session, run.id, tenant_id="tenant-a")
         first = page.items[0]
-        assert (first["rule"], first["source_id"], first["source_amount"]) == ("exact_id", "m0", 25)
-        assert first["source_at"] == datetime(2026, 1, 1, 9, tzinfo=UTC)
-        assert first["target_at"] == datetime(2026, 1, 1, tzinfo=UTC)
-        unmatched = await rs.list_unmatched(session, run.id, tenant_id="tenant-a", side="source")
-        assert [(u["line"], u["reason"]) for u in unmatched.items] == [
+        assert (first.rule, first.source_id, first.source_amount) == ("exact_id", "m0", 25)
+        assert first.source_at == datetime(2026, 1, 1, 9, tzinfo=UTC)
+        assert first.target_at == datetime(2026, 1, 1, tzinfo=UTC)
+        unmatched = await rr.list_unmatched(session, run.id, tenant_id="tenant-a", side="source")
+        assert [(u.line, u.reason) for u in unmatched.items] == [
             (5, "no_candidate"),
             (6, "no_candidate"),
             (7, "malformed"),
         ]
-        assert unmatched.items[2]["detail"] == (
+        assert unmatched.items[2].detail == (
             "amount '12.345' has more decimals than USD allows (2)"
         )
 
@@ -147,7 +148,7 @@ async def test_saving_again_replaces_the_results(
         )
         assert again.id == run.id  # a retried job finds its run
         await rs.start_run(session, run.id, now=T0)
-        await rs.save_results(session, run.id, result(tmp_path, pairs=2), now=T0)
+        await rr.save_results(session, run.id, result(tmp_path, pairs=2), now=T0)
     async with db_session_factory() as session:
         count = select(func.count()).where(ReconciliationMatchRow.run_id == run.id)
         assert await session.scalar(count.select_from(ReconciliationMatchRow)) == 2
@@ -161,10 +162,10 @@ async def test_results_page_in_order(db_session_factory: Sessions, tmp_path: Pat
     seen, after = [], -1
     async with db_session_factory() as session:
         while True:
-            page = await rs.list_matches(
+            page = await rr.list_matches(
                 session, run.id, tenant_id="tenant-a", after=after, limit=2
             )
-            seen.append([m["source_id"] for m in page.items])
+            seen.append([m.source_id for m in page.items])
             if page.next_after is None:
                 break
             after = page.next_after
@@ -177,11 +178,11 @@ async def test_other_tenants_get_not_found(db_session_factory: Sessions, tmp_pat
         with pytest.raises(errors.NotFound):
             await rs.get_run(session, run.id, tenant_id="tenant-b")
         with pytest.raises(errors.NotFound):
-            await rs.list_matches(session, run.id, tenant_id="tenant-b")
+            await rr.list_matches(session, run.id, tenant_id="tenant-b")
         with pytest.raises(errors.NotFound):
-            await rs.list_unmatched(session, run.id, tenant_id="tenant-b", side="target")
+            await rr.list_unmatched(session, run.id, tenant_id="tenant-b", side="target")
         with pytest.raises(errors.NotFound):
-            await rs.list_discrepancies(session, run.id, tenant_id="tenant-b")
+            await rr.list_discrepancies(session, run.id, tenant_id="tenant-b")
         with pytest.raises(errors.NotFound):
             await rs.get_definition(session, run.definition_id, tenant_id="tenant-b")
         with pytest.raises(errors.NotFound):
@@ -248,7 +249,7 @@ async def test_a_job_runs_a_definition_and_a_retry_replaces_its_results(
     assert (run.status, run.matched, run.malformed_source) == ("succeeded", 4, 1)
     async with db_session_factory() as session:
         assert [r.id for r in await rs.list_runs(session, tenant_id="tenant-a")] == [run.id]
-        page = await rs.list_matches(session, run.id, tenant_id="tenant-a", limit=10)
+        page = await rr.list_matches(session, run.id, tenant_id="tenant-a", limit=10)
         assert len(page.items) == 4
 
 

@@ -163,3 +163,17 @@ def test_a_run_reports_matches_discrepancies_unmatched_and_totals(tmp_path: Path
 def test_source_errors_survive_a_process_boundary() -> None:
     error = pickle.loads(pickle.dumps(SourceError("boom", transient=True)))
     assert (str(error), error.transient) == ("boom", True)
+
+
+def test_excel_style_csv_with_a_byte_order_mark_and_crlf(tmp_path: Path) -> None:
+    (tmp_path / "excel.csv").write_bytes(
+        b"\xef\xbb\xbf" + HEADER.replace("\n", "\r\n").encode() + b"a,1.00,USD,2026-01-01,x,\r\n"
+    )
+    frame, _rejects = read_file(FileSource(format="csv", path="excel.csv"), tmp_path)
+    assert frame.select("line", "id", "amount", "description").rows() == [(2, "a", "1.00", "x")]
+
+
+def test_a_semicolon_delimited_file(tmp_path: Path) -> None:
+    (tmp_path / "eu.csv").write_text(HEADER.replace(",", ";") + "a;12.50;EUR;2026-01-01;;\n")
+    spec = FileSource(format="csv", path="eu.csv", delimiter=";")
+    assert read_file(spec, tmp_path)[0].select("id", "amount").rows() == [("a", "12.50")]

@@ -1,7 +1,8 @@
 """Reconciliation: read two sources, normalise, match one-to-one, report and store.
 
-The job handler calls `run_reconciliation` (in a process pool) and then
-`store.save_results`; see README "Reconciliation" for the pieces.
+The job handler calls `job.execute_run`, which reads the definition (`store`), runs
+`run_reconciliation` in a process pool and writes the results (`results`); see README
+"Reconciliation" for the pieces.
 """
 
 from settler_jobs.reconcile.matching import Reason, Rule

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs.domain import validate_tenant_id
 from settler_jobs.errors import PermanentFailure
 from settler_jobs.net_guard import GuardPolicy
-from settler_jobs.reconcile import store
+from settler_jobs.reconcile import results, store
 from settler_jobs.reconcile.raw import SourceError
 from settler_jobs.reconcile.run import run_reconciliation
 from settler_jobs.secrets_box import SecretBox
@@ -77,4 +77,4 @@ async def execute_run(
             raise PermanentFailure(str(exc)) from exc
         raise
     async with sessions() as session, session.begin():
-        return await store.save_results(session, run.id, result, now=clock())
+        return await results.save_results(session, run.id, result, now=clock())

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import polars as pl
 
@@ -54,10 +54,6 @@ class Summary:
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
     """currency -> matched_source, matched_target, unmatched_source, unmatched_target."""
     duration_ms: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)

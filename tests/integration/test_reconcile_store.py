@@ -281,3 +281,16 @@ async def test_a_job_whose_source_is_missing_fails_permanently(
     async with db_session_factory() as session:
         (run,) = await rs.list_runs(session, tenant_id="tenant-a")
     assert run.status == "failed" and "bank.csv" in (run.error or "")
+
+
+async def test_a_save_that_rolls_back_leaves_the_previous_results(
+    db_session_factory: Sessions, tmp_path: Path
+) -> None:
+    run = await saved_run(db_session_factory, result(tmp_path, pairs=3))
+    with pytest.raises(RuntimeError):
+        async with db_session_factory() as session, session.begin():
+            await rr.save_results(session, run.id, result(tmp_path, pairs=6), now=T0)
+            raise RuntimeError("the job died before committing")
+    async with db_session_factory() as session:
+        page = await rr.list_matches(session, run.id, tenant_id="tenant-a", limit=100)
+        assert [m.source_id for m in page.items] == ["m0", "m1", "m2"]

@@ -7,7 +7,9 @@ a read-only transaction (PostgreSQL ``SET TRANSACTION READ ONLY`` with a stateme
 timeout; SQLite opened ``mode=ro`` with ``PRAGMA query_only``), so the database itself
 refuses any write the text check missed. Give the adapter a role that may only read.
 
-PostgreSQL hosts pass the network guard like any outbound address. A SQLite database
+PostgreSQL hosts pass the network guard like any outbound address (checked once before
+connecting: unlike the HTTP adapter, the driver resolves the name again, so a rebinding
+DNS answer is not yet ruled out; pin the host to an IP where that matters). A SQLite database
 must be a file in the tenant's storage (``sqlite:///relative/path.db``). Rows are
 numbered from 1; NUMERIC values are read as exact decimals, floats are refused per row
 (SQLite stores NUMERIC with a fraction as a float: keep amounts there as TEXT or INTEGER).

@@ -225,6 +225,32 @@ def test_a_generated_dataset_is_recovered_exactly() -> None:
     assert result.unmatched_source.height == 750 and result.unmatched_target.is_empty()
 
 
+def test_many_to_one_pairs_a_days_sources_with_their_payout() -> None:
+    rules = MatchRules(many_to_one=True, date_window_days=2)
+    src = [
+        Rec("a", "10.00"),
+        Rec("b", "5.00"),
+        Rec("c", "2.50"),
+        Rec("d", "9.99", day=1),  # another day: its own group of one, left over
+        Rec("e", "2.50", "EUR"),  # another currency
+        Rec("f", "1.00", day=1),
+    ]
+    tgt = [Rec("payout", "17.50", day=1), Rec("f", "1.00", day=1)]
+    result = run(src, tgt, rules)
+    assert pairs(result) == {
+        (0, 0, "many_to_one"),
+        (1, 0, "many_to_one"),
+        (2, 0, "many_to_one"),
+        (5, 1, "exact_id"),  # one-to-one rules go first
+    }
+    assert set(result.matches.filter(pl.col("t") == 0)["confidence"]) == {0.7}
+    assert set(reasons(result.unmatched_source)) == {3, 4}
+    assert pairs(run(src, tgt, MatchRules(date_window_days=2))) == {(5, 1, "exact_id")}
+    off = [Rec("payout", "17.51", day=1)]
+    assert run(src, off, rules).matches.is_empty()
+    assert Rule.MANY_TO_ONE.value == "many_to_one"
+
+
 # -- every record ends up matched once or unmatched, never both, never twice --------------
 
 records = st.lists(
@@ -248,6 +274,7 @@ rule_sets = st.builds(
     min_confidence=st.sampled_from([0.0, 0.5, 0.8]),
     description_min_similarity=st.sampled_from([None, 0.5]),
     max_candidates=st.sampled_from([1, 2, 32]),
+    many_to_one=st.booleans(),
 )
 
 
@@ -257,17 +284,22 @@ def test_every_record_is_accounted_for_exactly_once(
     src: list[Rec], tgt: list[Rec], rules: MatchRules
 ) -> None:
     result = run(src, tgt, rules)
+    # a target paired by many_to_one appears once per source of its group: count it once
+    one_each = result.matches.unique(subset=["t", "rule"]).filter(pl.col("rule") == "many_to_one")
+    singles = result.matches.filter(pl.col("rule") != "many_to_one")
     for side, n, unmatched in (
         ("s", len(src), result.unmatched_source),
         ("t", len(tgt), result.unmatched_target),
     ):
-        paired = result.matches[side].to_list() + result.discrepancies[side].to_list()
+        matched = pl.concat([singles, one_each]) if side == "t" else result.matches
+        paired = matched[side].to_list() + result.discrepancies[side].to_list()
         left = unmatched["row"].to_list()
         assert len(paired) == len(set(paired)), "a record was paired twice"
         assert not set(paired) & set(left), "a record is both paired and unmatched"
         assert sorted(paired + left) == list(range(n)), "a record went missing"
     confidences = result.matches["confidence"].to_list()
     assert all(0.0 <= c <= 1.0 for c in confidences)
-    fuzzy = result.matches.filter(pl.col("rule").is_in([Rule.TOLERANCE, Rule.DESCRIPTION]))
+    fuzzy = result.matches.filter(pl.col("rule") != Rule.EXACT_ID)
+    fuzzy = fuzzy.filter(pl.col("rule") != Rule.EXACT_REFERENCE)
     assert all(c >= rules.min_confidence for c in fuzzy["confidence"].to_list())
     assert set(result.unmatched_source["reason"]) <= set(Reason)

@@ -177,3 +177,17 @@ def test_a_semicolon_delimited_file(tmp_path: Path) -> None:
     (tmp_path / "eu.csv").write_text(HEADER.replace(",", ";") + "a;12.50;EUR;2026-01-01;;\n")
     spec = FileSource(format="csv", path="eu.csv", delimiter=";")
     assert read_file(spec, tmp_path)[0].select("id", "amount").rows() == [("a", "12.50")]
+
+
+def test_a_payout_is_counted_once_in_the_totals(tmp_path: Path) -> None:
+    source = csv(
+        tmp_path, "charges.csv", HEADER + "a,10.00,USD,2026-01-10,,\nb,5.00,USD,2026-01-10,,\n"
+    )
+    target = csv(tmp_path, "payouts.csv", HEADER + "p,15.00,USD,2026-01-12,,\n")
+    result = run_reconciliation(source, target, MatchRules(many_to_one=True), files_root=tmp_path)
+    assert result.matches.select("rule", "source_id", "target_id").rows() == [
+        ("many_to_one", "a", "p"),
+        ("many_to_one", "b", "p"),
+    ]
+    assert result.summary.totals["USD"]["matched_source"] == 1500
+    assert result.summary.totals["USD"]["matched_target"] == 1500

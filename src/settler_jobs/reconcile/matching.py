@@ -16,6 +16,9 @@ Stages, each over the records no earlier stage paired:
    `description_window_days`, and the descriptions' word-set similarity (Jaccard) at
    least that minimum; confidence 0.9 x similarity, also held to `min_confidence`.
 
+4. ``many_to_one`` (only with `many_to_one`): see `grouping`; several sources share
+   one target, the only rule that breaks one-to-one (on the target side).
+
 Within a stage the closest pair wins: pairs are taken greedily in the order (amount
 difference, date difference, source position, target position) — for stage 3, highest
 similarity first — and a pair whose record is already taken is skipped, so the result
@@ -33,6 +36,7 @@ from typing import Final
 import polars as pl
 
 from settler_jobs.reconcile import candidates
+from settler_jobs.reconcile.grouping import many_to_one
 from settler_jobs.reconcile.specs import MatchRules
 
 MAX_PASSES: Final = 4
@@ -49,6 +53,7 @@ class Rule(StrEnum):
     EXACT_REFERENCE = "exact_reference"
     TOLERANCE = "tolerance"
     DESCRIPTION = "description"
+    MANY_TO_ONE = "many_to_one"
 
 
 class Reason(StrEnum):
@@ -104,6 +109,11 @@ class _State:
             taken_s[a] = taken_t[b] = 1
             picked.append(i)
         return picked
+
+    def take(self, pairs: pl.DataFrame) -> None:
+        """Mark every record of `pairs` (s, t) as taken."""
+        _mark(self.taken_s, pairs["s"])
+        _mark(self.taken_t, pairs["t"])
 
 
 def _mark(flags: bytearray, rows: pl.Series) -> None:
@@ -304,6 +314,12 @@ def match(source: pl.DataFrame, target: pl.DataFrame, rules: MatchRules) -> Matc
                 describe,
             )
         )
+    if rules.many_to_one:
+        grouped = many_to_one(
+            state.free(source, state.taken_s), state.free(target, state.taken_t), rules
+        )
+        state.take(grouped)
+        matches.append(grouped)
     return Matching(
         matches=pl.concat(matches).sort("s") if matches else pl.DataFrame(schema=MATCH_SCHEMA),
         discrepancies=pl.concat(discrepancies).sort("s")

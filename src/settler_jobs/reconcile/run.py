@@ -124,9 +124,11 @@ def _unmatched(
 
 def _totals(matches: pl.DataFrame, unmatched: pl.DataFrame) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = {}
+    # a many_to_one target appears once per source of its group: count its amount once
+    target_amount = pl.col("target_amount").filter(pl.col("target_line").is_first_distinct())
     sums = matches.group_by(pl.col("source_currency").alias("currency")).agg(
         pl.col("source_amount").cast(pl.Int128).sum().alias("matched_source"),
-        pl.col("target_amount").cast(pl.Int128).sum().alias("matched_target"),
+        target_amount.cast(pl.Int128).sum().alias("matched_target"),
     )
     for row in sums.iter_rows(named=True):
         totals.setdefault(row["currency"], {}).update(

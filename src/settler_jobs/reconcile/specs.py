@@ -126,6 +126,8 @@ class MatchRules(_Frozen):
     description_min_similarity: float | None = Field(default=None, gt=0, le=1)
     description_window_days: int = Field(default=30, ge=0, le=3650)
     max_candidates: int = Field(default=32, ge=1, le=1000)
+    many_to_one: bool = False
+    """Let groups of same-day sources pair with one target (see `grouping`)."""
 
     @property
     def tolerance_ppm(self) -> int:

@@ -108,7 +108,7 @@ def child(folder: Path) -> None:
     wall = time.perf_counter() - started
     rules = result.matches.group_by("rule").len().sort("rule").rows()
     summary = result.summary
-    print(json.dumps({
+    figures = {
         "wall_s": wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "matched": summary.matched,
@@ -116,7 +116,8 @@ def child(folder: Path) -> None:
         "discrepancies": summary.discrepancies,
         "unmatched_source": summary.unmatched_source,
         "unmatched_target": summary.unmatched_target,
-    }))  # fmt: skip
+    }
+    print(json.dumps(figures))
 
 
 def main() -> None:
@@ -133,8 +134,10 @@ def main() -> None:
         started = time.perf_counter()
         generate(args.records, folder)
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
-        print(f"generated 2 x {args.records:,} rows ({size:.0f} MiB CSV) in "
-              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+        print(
+            f"generated 2 x {args.records:,} rows ({size:.0f} MiB CSV) in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
         print("| run | load (1 min) | wall s | records/s | peak RSS MiB | matched (by rule) |")
         print("|---|---|---|---|---|---|")
         for run in range(1, args.runs + 1):
@@ -142,10 +145,14 @@ def main() -> None:
             command = [sys.executable, __file__, "--child", str(folder)]
             out = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
             rate = 2 * args.records / out["wall_s"]
-            print(f"| {run} | {load:.2f} | {out['wall_s']:.2f} | {rate:,.0f} | "
-                  f"{out['peak_rss_mb']:,.0f} | {out['matched']:,} {out['by_rule']} |")  # fmt: skip
-        print(f"unmatched source/target: {out['unmatched_source']:,}/{out['unmatched_target']:,},"
-              f" discrepancies: {out['discrepancies']:,}")  # fmt: skip
+            print(
+                f"| {run} | {load:.2f} | {out['wall_s']:.2f} | {rate:,.0f} | "
+                f"{out['peak_rss_mb']:,.0f} | {out['matched']:,} {out['by_rule']} |"
+            )
+        print(
+            f"unmatched source/target: {out['unmatched_source']:,}/{out['unmatched_target']:,},"
+            f" discrepancies: {out['discrepancies']:,}"
+        )
 
 
 if __name__ == "__main__":

@@ -85,13 +85,15 @@ async def fetch(spec: HttpSource, client: httpx.AsyncClient) -> tuple[pl.DataFra
     raise SourceError(f"the API has more than {spec.max_pages} pages (max_pages)")
 
 
-async def _guarded_fetch(spec: HttpSource, policy: GuardPolicy, resolver: Resolver | None
-                         ) -> tuple[pl.DataFrame, list[Any]]:  # fmt: skip
+async def _guarded_fetch(
+    spec: HttpSource, policy: GuardPolicy, resolver: Resolver | None
+) -> tuple[pl.DataFrame, list[Any]]:
     async with guarded_client(policy, timeout=TIMEOUT, resolver=resolver) as client:
         return await fetch(spec, client)
 
 
-def read_http(spec: HttpSource, policy: GuardPolicy, resolver: Resolver | None = None
-              ) -> tuple[pl.DataFrame, list[dict[str, object]]]:  # fmt: skip
+def read_http(
+    spec: HttpSource, policy: GuardPolicy, resolver: Resolver | None = None
+) -> tuple[pl.DataFrame, list[dict[str, object]]]:
     """Fetch every page through the SSRF guard (blocking: runs its own event loop)."""
     return asyncio.run(_guarded_fetch(spec, policy, resolver))

@@ -84,8 +84,9 @@ class _Rows:
         return self.builder.frame(), self.builder.rejects
 
 
-def _read_sqlite(spec: SqlSource, query: str, root: Path
-                 ) -> tuple[pl.DataFrame, list[dict[str, object]]]:  # fmt: skip
+def _read_sqlite(
+    spec: SqlSource, query: str, root: Path
+) -> tuple[pl.DataFrame, list[dict[str, object]]]:
     database = make_url(spec.url).database or ""
     path = resolve_path(root, database)
     try:
@@ -119,8 +120,9 @@ def _check_host(host: str, port: int, policy: GuardPolicy) -> None:
         check_address(ipaddress.ip_address(address), policy, f"postgresql://{host}:{port}/")
 
 
-async def _read_postgres(spec: SqlSource, query: str
-                         ) -> tuple[pl.DataFrame, list[dict[str, object]]]:  # fmt: skip
+async def _read_postgres(
+    spec: SqlSource, query: str
+) -> tuple[pl.DataFrame, list[dict[str, object]]]:
     engine = create_async_engine(
         normalise_database_url(spec.url), connect_args={"timeout": CONNECT_TIMEOUT_S}
     )
@@ -138,8 +140,9 @@ async def _read_postgres(spec: SqlSource, query: str
         await engine.dispose()
 
 
-def read_sql(spec: SqlSource, files_root: Path, policy: GuardPolicy
-             ) -> tuple[pl.DataFrame, list[dict[str, object]]]:  # fmt: skip
+def read_sql(
+    spec: SqlSource, files_root: Path, policy: GuardPolicy
+) -> tuple[pl.DataFrame, list[dict[str, object]]]:
     """Run the spec's query read-only and return its rows as a raw frame (and rejects)."""
     query = check_query(spec.query)
     try:

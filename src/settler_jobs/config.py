@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     webhook_sweep_interval_s: float = Field(
         default=300.0, gt=0, description="The retry sweep: due deliveries without a live job."
     )
+    reconciliation_max_upload_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest reconciliation source file accepted."
+    )
 
     @field_validator("data_dir")
     @classmethod

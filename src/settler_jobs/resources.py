@@ -5,7 +5,9 @@ secret box and the SSRF-guarded HTTP client. One per worker process, made lazily
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -50,6 +52,7 @@ class Resources:
     _box: SecretBox | None = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _transactions: Transactions | None = field(default=None, repr=False)
+    _processes: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def secret_box(self) -> SecretBox:
@@ -76,6 +79,17 @@ class Resources:
             self._transactions = Transactions(self.sessions.kw["bind"])
         return self._transactions
 
+    @property
+    def process_pool(self) -> ProcessPoolExecutor:
+        """Worker processes for CPU-bound work (`SETTLER_CPU_PROCESSES`, default: cores)."""
+        if self._processes is None:
+            # forkserver: forking a process that runs threads and a loop is unsafe.
+            self._processes = ProcessPoolExecutor(
+                self.settings.cpu_processes or None,
+                mp_context=multiprocessing.get_context("forkserver"),
+            )
+        return self._processes
+
     def now(self) -> datetime:
         """The current time (UTC)."""
         return utc_now()
@@ -90,3 +104,6 @@ class Resources:
             with contextlib.suppress(Exception):
                 await self._transactions.aclose()
             self._transactions = None
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
+            self._processes = None

@@ -12,11 +12,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-import multiprocessing
 import random
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -66,7 +65,6 @@ class WorkerRuntime:
         self._cancel_requested: set[tuple[str, str]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._threads = ThreadPoolExecutor(settings.blocking_threads, "settler-handler")
-        self._processes: ProcessPoolExecutor | None = None
 
     @property
     def lanes(self) -> list[str]:
@@ -116,8 +114,6 @@ class WorkerRuntime:
         self._background.clear()
         self._lanes.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.resources.aclose(), _STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
@@ -185,13 +181,7 @@ class WorkerRuntime:
         if kind.execution is Execution.THREAD:
             return loop.run_in_executor(self._threads, kind.handler, payload, ctx)
         if kind.execution is Execution.PROCESS:
-            if self._processes is None:
-                # forkserver: forking a process that runs threads and a loop is unsafe.
-                self._processes = ProcessPoolExecutor(
-                    self.settings.cpu_processes or None,
-                    mp_context=multiprocessing.get_context("forkserver"),
-                )
-            return loop.run_in_executor(self._processes, kind.handler, payload)
+            return loop.run_in_executor(self.resources.process_pool, kind.handler, payload)
         result: Awaitable[Any] = kind.handler(payload, ctx)
         return result
 

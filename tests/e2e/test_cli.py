@@ -75,7 +75,7 @@ def test_submitted_job_is_shown_by_job_show_and_status(cli: Cli) -> None:
         "--tier",
         "growth",
         "--data",
-        '{"adapterConfig":{}}',
+        '{"definitionId":"d1"}',
     )
     job_id = submitted["id"]
     assert re.fullmatch(r"j[A-Za-z0-9_-]{22}", job_id)
@@ -86,14 +86,14 @@ def test_submitted_job_is_shown_by_job_show_and_status(cli: Cli) -> None:
     assert submitted["tier"] == "growth"
     assert submitted["priorityClass"] == "HIGH"  # the kind's default
     assert submitted["priority"] == bullmq_priority(PriorityClass.HIGH, Tier.GROWTH)
-    assert submitted["data"] == {"adapterConfig": {}}
+    assert submitted["data"] == {"definitionId": "d1"}
     assert submitted["maxAttempts"] == 3
 
     shown = cli.json("job", "show", job_id)
     assert shown["id"] == job_id
     assert shown["state"] == "waiting"
     assert shown["tenantId"] == "t1"
-    assert shown["data"] == {"adapterConfig": {}}
+    assert shown["data"] == {"definitionId": "d1"}
     assert shown["attemptsMade"] == 0
     assert shown["stacktrace"] == []
     assert cli.json("job", "show", job_id, "--tenant", "t1")["id"] == job_id
@@ -133,7 +133,7 @@ def test_idempotency_key_returns_the_same_job(cli: Cli) -> None:
 
 
 def test_submit_reads_data_from_a_file(cli: Cli, tmp_path: Path) -> None:
-    data = {"adapterConfig": {"bank": {"format": "camt053", "note": "zürich ✓"}}, "runId": "r-7"}
+    data = {"definitionId": "d1", "note": "zürich ✓", "runId": "r-7"}
     path = tmp_path / "job.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     job_id = cli.ok(
@@ -167,7 +167,13 @@ def test_submit_reads_data_from_a_file(cli: Cli, tmp_path: Path) -> None:
             "invalid data for email-sending",
         ),
         (
-            ["reconciliation", "--tier", "growth", "--data", '{"tenantId": "t2"}'],
+            [
+                "reconciliation",
+                "--tier",
+                "growth",
+                "--data",
+                '{"definitionId": "d", "tenantId": "t2"}',
+            ],
             "job data may not set tenantId",
         ),
         (
@@ -191,7 +197,7 @@ def test_invalid_submissions_are_refused_and_nothing_is_enqueued(
 
 def test_oversized_data_is_refused_naming_limit_and_size(cli: Cli, redis_keys: Any) -> None:
     limit = 256
-    data = {"adapterConfig": {"blob": "x" * 300}}
+    data = {"definitionId": "d1", "blob": "x" * 300}
     # The size of the stored data: the payload plus the reserved keys (job ids of
     # `submit` are always "job-" and 32 hex digits).
     stored = envelope.build(

@@ -29,7 +29,9 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import NotFound
 from settler_jobs.handlers import default_registry
+from settler_jobs.keyring import secret_box
 from settler_jobs.queue import JobQueue
+from settler_jobs.reconciliations import Reconciliations
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
@@ -184,11 +186,33 @@ SEED_DATA: dict[str, Any] = {
     "jobId": "job-456",
     "adapterConfig": {"stripe": {"account": "acct_1"}, "bank": {"format": "camt053"}},
 }
+HEADER = "id,amount,currency,date,description,reference\n"
+CHARGES = HEADER + "ch_1,10.00,EUR,2026-11-02,order 1,\nch_2,5.50,EUR,2026-11-03,order 2,\n"
+BANK = HEADER + "ch_1,10.00,EUR,2026-11-02,payout,\nbk_9,5.50,EUR,2026-11-04,transfer,\n"
+
+
+async def _definition(settings: Settings, job_queue: JobQueue, sessions: Any) -> str:
+    """A real reconciliation of the tenant "t": two small CSV files in its folder."""
+    recs = Reconciliations(settings, sessions, job_queue, secret_box(settings))
+    await recs.upload("t", "charges.csv", CHARGES.encode())
+    await recs.upload("t", "bank.csv", BANK.encode())
+    file = {"kind": "file", "format": "csv"}
+    definition = await recs.create(
+        "t",
+        "stripe vs bank",
+        source=file | {"path": "charges.csv"},
+        target=file | {"path": "bank.csv"},
+        rules={"date_window_days": 3},
+    )
+    return definition.id
 
 
 async def test_node_job_is_run_by_our_worker(
     node_dir: Path, settings: Settings, job_queue: JobQueue, worker: RunningWorker
 ) -> None:
+    # The seed's shape, its adapterConfig naming the definition to run.
+    definition_id = await _definition(settings, job_queue, worker.sessions)
+    seed_data = SEED_DATA | {"adapterConfig": {"definitionId": definition_id}}
     node_opts = {
         "priority": 10,
         "attempts": 3,
@@ -199,10 +223,10 @@ async def test_node_job_is_run_by_our_worker(
         settings,
         [
             # Node's own numeric id, and a caller-chosen one (as a producer may reuse jobId).
-            {"queue": "reconciliation", "data": SEED_DATA, "opts": node_opts},
+            {"queue": "reconciliation", "data": seed_data, "opts": node_opts},
             {
                 "queue": "reconciliation",
-                "data": SEED_DATA,
+                "data": seed_data,
                 "opts": {**node_opts, "jobId": "job-456"},
             },
         ],
@@ -211,7 +235,7 @@ async def test_node_job_is_run_by_our_worker(
 
     for job_id in ids:
         record = await eventually(
-            _getter(job_queue, job_id), _state_is(JobState.COMPLETED), timeout_s=15
+            _getter(job_queue, job_id), _state_is(JobState.COMPLETED), timeout_s=60
         )
         assert record is not None
         assert record.queue == "reconciliation"
@@ -220,17 +244,15 @@ async def test_node_job_is_run_by_our_worker(
         assert record.tier == "growth"
         assert record.priority_class is None  # Node did not class it
         assert record.bullmq_priority == 10
-        assert record.payload == {"adapterConfig": SEED_DATA["adapterConfig"]}
+        assert record.payload == {"adapterConfig": {"definitionId": definition_id}}
         assert record.attempts_made == 1
         assert record.max_attempts == 3
         assert record.progress == 100
         assert record.failure_reason is None
-        assert record.result == {
-            "kind": "reconciliation",
-            "tenantId": "t",
-            "attempt": 1,
-            "sources": ["bank", "stripe"],
-        }
+        assert record.result is not None
+        assert record.result["definitionId"] == definition_id
+        assert (record.result["status"], record.result["matched"]) == ("succeeded", 2)
+        assert record.result["discrepancies"] == 0
         # Tenant scoping applies to Node's jobs too.
         assert (await job_queue.get(job_id, tenant_id="t")).id == job_id
         with pytest.raises(NotFound):
@@ -282,7 +304,7 @@ async def test_our_jobs_are_run_by_a_node_worker(
     low = await job_queue.submit(
         Submission(
             kind="reconciliation",
-            data={"adapterConfig": {"bank": {"format": "csv"}}, "runId": "run-1"},
+            data={"definitionId": "rdef-1", "runId": "run-1"},
             tenant_id="t1",
             tier=Tier.GROWTH,
             priority=PriorityClass.LOW,
@@ -291,7 +313,7 @@ async def test_our_jobs_are_run_by_a_node_worker(
     urgent = await job_queue.submit(
         Submission(
             kind="reconciliation",
-            data={"adapterConfig": {}, "runId": "run-2"},
+            data={"definitionId": "rdef-2", "runId": "run-2"},
             tenant_id="t1",
             tier=Tier.GROWTH,
             priority=PriorityClass.CRITICAL,
@@ -304,7 +326,7 @@ async def test_our_jobs_are_run_by_a_node_worker(
     express = await job_queue.submit(
         Submission(
             kind="reconciliation",
-            data={"adapterConfig": {}},
+            data={"definitionId": "rdef-3"},
             tenant_id="t2",
             tier=Tier.ENTERPRISE,
         )
@@ -322,7 +344,7 @@ async def test_our_jobs_are_run_by_a_node_worker(
         "jobId": urgent.job.id,
         "priorityClass": "CRITICAL",
         "timeoutMs": 120_000,
-        "adapterConfig": {},
+        "definitionId": "rdef-2",
         "runId": "run-2",
     }
     assert first["priority"] == bullmq_priority(PriorityClass.CRITICAL, Tier.GROWTH)
@@ -334,7 +356,7 @@ async def test_our_jobs_are_run_by_a_node_worker(
         "tenantTier": "growth",
         "jobId": low.job.id,
         "priorityClass": "LOW",
-        "adapterConfig": {"bank": {"format": "csv"}},
+        "definitionId": "rdef-1",
         "runId": "run-1",
     }
     assert second["priority"] == bullmq_priority(PriorityClass.LOW, Tier.GROWTH)

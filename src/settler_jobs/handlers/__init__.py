@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
 from settler_jobs.handlers import placeholders as p
-from settler_jobs.handlers import webhooks
+from settler_jobs.handlers import reconciliation, webhooks
 from settler_jobs.kinds import JobKind, Registry
 
 
@@ -14,8 +14,8 @@ def default_registry() -> Registry:
         [
             JobKind(
                 "reconciliation",
-                p.reconcile,
-                p.ReconciliationPayload,
+                reconciliation.reconcile,
+                reconciliation.ReconciliationPayload,
                 PriorityClass.HIGH,
                 concurrency=8,
                 retry=RetryPolicy(attempts=3, base_delay_s=2),

@@ -17,12 +17,6 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-class ReconciliationPayload(_Payload):
-    """A reconciliation request: which run, and how to read its sources."""
-
-    adapterConfig: dict[str, Any] = Field(default_factory=dict)
-
-
 class ExportPayload(_Payload):
     """An export request."""
 
@@ -47,12 +41,6 @@ class CacheWarmPayload(_Payload):
 
 def _summary(ctx: JobContext, **extra: Any) -> dict[str, Any]:
     return {"kind": ctx.kind, "tenantId": ctx.tenant_id, "attempt": ctx.attempt, **extra}
-
-
-async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str, Any]:
-    """Accept a reconciliation request (matching arrives with the reconciliation issue)."""
-    await ctx.report_progress(100)
-    return _summary(ctx, sources=sorted(payload.adapterConfig))
 
 
 async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, Any]:

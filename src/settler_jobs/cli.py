@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from settler_jobs import cli_webhooks, logs
+from settler_jobs import cli_cache, cli_retention, cli_schedules, cli_webhooks, logs
 from settler_jobs.cli_common import (
     JsonOpt,
     TenantOpt,
@@ -40,6 +40,9 @@ app.add_typer(job_app, name="job")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(cli_webhooks.app, name="webhooks")
+app.add_typer(cli_schedules.app, name="schedules")
+app.add_typer(cli_cache.app, name="cache")
+app.add_typer(cli_retention.app, name="retention")
 
 
 def _kinds(raw: str | None) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +48,10 @@ def _finished(job: JobRecord) -> bool:
 
 async def _run_all(sys_: System, subs: list[Submission]) -> list[JobRecord]:
     jobs = [s.job for s in await sys_.queue.submit_bulk(subs)]
-    return [await eventually(lambda j=j: sys_.queue.get(j.id), _finished) for j in jobs]
+    done = []
+    for job in jobs:
+        done.append(await eventually(functools.partial(sys_.queue.get, job.id), _finished))
+    return done
 
 
 async def _cached(client: Redis, settings: Settings, tenant: str, name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Runs of the scheduled system jobs (retention, webhook sweep, cache warming).
+"""Runs of the scheduled system jobs; deliveries indexed by event (for retention).
 
 Revision ID: 0008
 Revises: 0003
@@ -45,8 +45,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_schedule_runs_schedule_id_started_at", "schedule_runs", ["schedule_id", "started_at"]
     )
+    # Retention deletes events that no delivery references: look deliveries up by event.
+    op.create_index("ix_webhook_deliveries_event_id", "webhook_deliveries", ["event_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_webhook_deliveries_event_id", table_name="webhook_deliveries")
     op.drop_index("ix_schedule_runs_schedule_id_started_at", table_name="schedule_runs")
     op.drop_table("schedule_runs")

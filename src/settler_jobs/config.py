@@ -94,11 +94,21 @@ class Settings(BaseSettings):
     schedule_missed_grace_s: float = Field(
         default=300.0, gt=0, description="How late a scheduled run may be before it is missed."
     )
-    retention_free_days: int = Field(default=14, ge=1, description="Tenant data kept (free).")
-    retention_starter_days: int = Field(default=30, ge=1, description="... (starter).")
-    retention_growth_days: int = Field(default=90, ge=1, description="... (growth).")
-    retention_scale_days: int = Field(default=180, ge=1, description="... (scale).")
-    retention_enterprise_days: int = Field(default=365, ge=1, description="... (enterprise).")
+    retention_free_days: int = Field(
+        default=14, ge=1, description="Days tenant data of free tenants is kept."
+    )
+    retention_starter_days: int = Field(
+        default=30, ge=1, description="Days tenant data of starter tenants is kept."
+    )
+    retention_growth_days: int = Field(
+        default=90, ge=1, description="Days tenant data of growth tenants is kept."
+    )
+    retention_scale_days: int = Field(
+        default=180, ge=1, description="Days tenant data of scale tenants is kept."
+    )
+    retention_enterprise_days: int = Field(
+        default=365, ge=1, description="Days tenant data of enterprise tenants is kept."
+    )
     retention_dlq_resolved_days: int = Field(
         default=30, ge=1, description="Resolved or retried dead letters kept."
     )

@@ -23,6 +23,7 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import validate_tenant_id
 from settler_jobs.records import BacklogScan, TenantBacklog
 from settler_jobs.resources import QueueOps
+from settler_jobs.schedules import SYSTEM_TENANT
 
 MAX_TENANTS_PER_WARM: Final = 10_000
 ACTIVE_WINDOW: Final = timedelta(days=1)
@@ -110,13 +111,14 @@ async def compute(
 
 
 async def active_tenants(ops: QueueOps, now: datetime) -> list[str]:
-    """Tenants with a finished job in the last day (older entries are trimmed)."""
+    """Tenants with a finished job in the last day, the system tenant aside (older entries
+    are trimmed)."""
     key = ts.tenants_key(ops.key_prefix)
     now_ms = int(now.timestamp() * 1000)
     await ops.client.zremrangebyscore(key, "-inf", now_ms - ts.STATS_TTL_S * 1000)
     since = now_ms - int(ACTIVE_WINDOW.total_seconds() * 1000)
     members = await ops.client.zrangebyscore(key, since, "+inf", 0, MAX_TENANTS_PER_WARM)
-    return [str(m) for m in members]
+    return [str(m) for m in members if m != SYSTEM_TENANT]
 
 
 async def warm(

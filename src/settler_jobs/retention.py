@@ -190,7 +190,10 @@ class TableTarget:
 
 @dataclass(frozen=True)
 class FinishedJobsTarget:
-    """Completed and failed BullMQ jobs past the keep settings, cleaned through the queue."""
+    """Completed and failed BullMQ jobs past the keep settings, cleaned through the queue.
+
+    Ages count from this machine's clock (BullMQ's `clean`), not from `run.now`.
+    """
 
     name: str = "bullmq-finished-jobs"
 

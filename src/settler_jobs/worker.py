@@ -76,7 +76,8 @@ class WorkerRuntime:
         return [lane.queue for lane in self._lanes]
 
     async def start(self) -> None:
-        """Open every lane and the background loops (cancel listener, DLQ sweep, depth)."""
+        """Open every lane and the background loops (cancel listener, DLQ sweep, depth,
+        per-tenant stats), and register the schedules of the served kinds."""
         for kind in self.registry:
             for queue, slots in (
                 (kind.queue, kind.concurrency),

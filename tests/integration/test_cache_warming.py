@@ -42,6 +42,17 @@ def _registry() -> Registry:
     )
 
 
+def _quiet(settings: Settings) -> Settings:
+    """No scheduled job may fire during a test (an hourly slot could fall inside it)."""
+    return settings.model_copy(
+        update={
+            "schedule_cache_warm_cron": "",
+            "schedule_retention_cron": "",
+            "schedule_webhook_sweep_cron": "",
+        }
+    )
+
+
 def _finished(job: JobRecord) -> bool:
     return job.state in (JobState.COMPLETED, JobState.FAILED)
 
@@ -62,7 +73,7 @@ async def _cached(client: Redis, settings: Settings, tenant: str, name: str) -> 
 async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
     settings: Settings,
 ) -> None:
-    async with system(settings, _registry()) as sys_:
+    async with system(_quiet(settings), _registry()) as sys_:
         await _run_all(
             sys_,
             [Submission("ok", {}, "t1", Tier.FREE)] * 3
@@ -106,7 +117,7 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
 
 
 async def test_a_cache_miss_is_computed_and_cached(settings: Settings) -> None:
-    async with system(settings, _registry(), start=False) as sys_:
+    async with system(_quiet(settings), _registry(), start=False) as sys_:
         key = kpi.cache_key(settings.queue_prefix, "t9", "kpi-health")
         assert await sys_.queue.client.get(key) is None
         snapshot = await kpi.kpi_snapshot(sys_.queue, settings, "t9", datetime.now(UTC))
@@ -115,9 +126,7 @@ async def test_a_cache_miss_is_computed_and_cached(settings: Settings) -> None:
 
 
 async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Settings) -> None:
-    quiet = settings.model_copy(
-        update={"schedule_cache_warm_cron": "", "schedule_retention_cron": ""}
-    )
+    quiet = _quiet(settings)
     async with system(quiet, _registry()) as sys_:
         await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
         await eventually(
@@ -159,7 +168,7 @@ async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Setti
 
 async def test_finished_bullmq_jobs_are_cleaned_through_the_queue(settings: Settings) -> None:
     keep_nothing = settings.model_copy(update={"keep_completed_s": 0, "keep_failed_s": 0})
-    async with system(settings, _registry()) as sys_:
+    async with system(_quiet(settings), _registry()) as sys_:
         jobs = await _run_all(
             sys_,
             [Submission("ok", {}, "t1", Tier.FREE)] * 3 + [Submission("bad", {}, "t1", Tier.FREE)],
@@ -179,3 +188,15 @@ async def test_finished_bullmq_jobs_are_cleaned_through_the_queue(settings: Sett
 
 def _fields(value: Any) -> dict[str, Any]:
     return {name: getattr(value, name) for name in value.__slots__}
+
+
+async def test_broken_accounting_never_fails_a_job(settings: Settings) -> None:
+    async with system(_quiet(settings), _registry()) as sys_:
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("accounting is down")
+
+        sys_.runtime._stats.record = broken  # type: ignore[method-assign]
+        [done] = await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
+        assert done.state is JobState.COMPLETED and done.result == "ok"
+        assert await kpi.active_tenants(sys_.queue, datetime.now(UTC)) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -113,3 +113,20 @@ async def test_a_tenant_cannot_run_a_system_job(settings: Settings) -> None:
         )
         async with sys_.sessions() as session:
             assert list(await session.scalars(select(ScheduleRunRow))) == []
+
+
+async def test_a_schedule_no_worker_takes_is_flagged_missed(settings: Settings) -> None:
+    every_second = settings.model_copy(update={"schedule_webhook_sweep_cron": "* * * * * *"})
+    registry = default_registry().select([schedules.WEBHOOK_SWEEP])
+    [schedule] = [s for s in schedules.configured(every_second) if s.id == "webhook-sweep"]
+    grace = timedelta(seconds=2)
+    async with system(every_second, registry, start=False) as sys_:
+        await schedules.register(sys_.queue, every_second, registry)
+
+        async def reason() -> str | None:
+            [info] = await sys_.queue.list_schedules()
+            return schedules.missed_reason(schedule, info, None, datetime.now(UTC), grace)
+
+        assert await reason() is None  # just registered: nothing is due yet
+        late = await eventually(reason, lambda r: r is not None, timeout_s=20, interval_s=0.1)
+        assert late is not None and late.startswith("next run overdue since ")

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from settler_jobs import cli_reconciliations, cli_webhooks, logs
+from settler_jobs import (
+    cli_cache,
+    cli_reconciliations,
+    cli_retention,
+    cli_schedules,
+    cli_webhooks,
+    logs,
+)
 from settler_jobs.cli_common import (
     JsonOpt,
     TenantOpt,
@@ -41,6 +48,9 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(cli_webhooks.app, name="webhooks")
 app.add_typer(cli_reconciliations.app, name="reconciliations")
+app.add_typer(cli_schedules.app, name="schedules")
+app.add_typer(cli_cache.app, name="cache")
+app.add_typer(cli_retention.app, name="retention")
 
 
 def _kinds(raw: str | None) -> list[str] | None:

@@ -81,12 +81,73 @@ class Settings(BaseSettings):
     webhook_outbox_interval_s: float = Field(
         default=2.0, gt=0, description="How often unenqueued deliveries are looked for."
     )
-    webhook_sweep_interval_s: float = Field(
-        default=300.0, gt=0, description="The retry sweep: due deliveries without a live job."
+    schedule_retention_cron: str = Field(
+        default="0 2 * * *", description="Data retention schedule (UTC cron); empty disables."
     )
     reconciliation_max_upload_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Largest reconciliation source file accepted."
     )
+    schedule_webhook_sweep_cron: str = Field(
+        default="*/5 * * * *",
+        description="Webhook retry sweep (due deliveries without a live job); empty disables.",
+    )
+    schedule_cache_warm_cron: str = Field(
+        default="0 * * * *", description="KPI cache warming of active tenants; empty disables."
+    )
+    schedule_missed_grace_s: float = Field(
+        default=300.0, gt=0, description="How late a scheduled run may be before it is missed."
+    )
+    retention_free_days: int = Field(
+        default=14, ge=1, description="Days tenant data of free tenants is kept."
+    )
+    retention_starter_days: int = Field(
+        default=30, ge=1, description="Days tenant data of starter tenants is kept."
+    )
+    retention_growth_days: int = Field(
+        default=90, ge=1, description="Days tenant data of growth tenants is kept."
+    )
+    retention_scale_days: int = Field(
+        default=180, ge=1, description="Days tenant data of scale tenants is kept."
+    )
+    retention_enterprise_days: int = Field(
+        default=365, ge=1, description="Days tenant data of enterprise tenants is kept."
+    )
+    retention_dlq_resolved_days: int = Field(
+        default=30, ge=1, description="Resolved or retried dead letters kept."
+    )
+    retention_schedule_runs_days: int = Field(
+        default=30, ge=1, description="Run log of scheduled jobs kept."
+    )
+    retention_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="Rows deleted per transaction."
+    )
+    retention_max_batches: int = Field(
+        default=1000, ge=1, description="Batches per target and run (bounds one run)."
+    )
+    kpi_cache_ttl_s: int = Field(
+        default=7200, ge=60, description="Lifetime of cached per-tenant KPI snapshots."
+    )
+    kpi_scan_per_lane: int = Field(
+        default=1000, ge=1, le=10_000, description="Unfinished jobs read per lane and state."
+    )
+    stats_recent_jobs: int = Field(
+        default=50, ge=1, le=1000, description="Recent job summaries kept per tenant."
+    )
+    stats_flush_interval_s: float = Field(
+        default=1.0, gt=0, description="How often workers write per-tenant counters."
+    )
+
+    @field_validator(
+        "schedule_retention_cron", "schedule_webhook_sweep_cron", "schedule_cache_warm_cron"
+    )
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        value = value.strip()
+        if value and not croniter.is_valid(value, second_at_beginning=True):
+            raise ValueError(f"invalid cron pattern {value!r} (5 fields, or 6 with seconds)")
+        return value
 
     @field_validator("data_dir")
     @classmethod

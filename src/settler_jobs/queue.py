@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -34,7 +35,15 @@ from settler_jobs.domain import (
 )
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 from settler_jobs.kinds import JobKind, Registry
-from settler_jobs.records import JobRecord, QueueCounts, Submission, Submitted
+from settler_jobs.records import (
+    BacklogScan,
+    JobRecord,
+    QueueCounts,
+    ScheduleInfo,
+    Submission,
+    Submitted,
+    TenantBacklog,
+)
 from settler_jobs.redis_server import redis_errors
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,15 @@ _PRIORITY_LEVELS: Final = sorted({bullmq_priority(c, t) for c in PriorityClass f
 _CANCEL_CHANNEL: Final = "settler:cancel"
 # Our own field on BullMQ's job hash (Node ignores it; it goes when the job goes).
 _FIRST_FAILED: Final = "settlerFirstFailedOn"
+_SCHEDULE_ID: Final = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+# (state as reported, BullMQ key) read by the per-tenant backlog scan.
+_BACKLOG_SETS: Final = (
+    ("waiting", "wait"),
+    ("waiting", "paused"),
+    ("waiting", "prioritized"),
+    ("delayed", "delayed"),
+    ("active", "active"),
+)
 
 
 def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
@@ -399,6 +417,200 @@ class JobQueue:
                     continue
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------ job schedulers
+
+    @property
+    def client(self) -> Redis:
+        """The Redis connection, for settler's own keys next to the queues."""
+        return self._client
+
+    @property
+    def key_prefix(self) -> str:
+        """The key prefix every queue (and settler's own keys) live under."""
+        return self._settings.queue_prefix
+
+    async def upsert_schedule(
+        self,
+        kind: str,
+        schedule_id: str,
+        *,
+        data: Mapping[str, Any],
+        pattern: str | None = None,
+        every_ms: int | None = None,
+        tz: str = "UTC",
+    ) -> ScheduleInfo:
+        """Register (or change) the scheduler `schedule_id` that feeds `kind`'s shared lane.
+
+        Give a cron `pattern` (5 fields, or 6 with seconds first) or `every_ms`. An
+        unchanged scheduler is left alone, so restarting workers neither drop nor
+        repeat the slot already waiting; any process may call this at any time.
+        """
+        k = self._registry.get(kind)
+        if (pattern is None) == (every_ms is None) or (every_ms is not None and every_ms < 100):
+            raise InvalidJob("a schedule needs a cron pattern or an interval of >= 100 ms")
+        if not _SCHEDULE_ID.fullmatch(schedule_id):
+            raise InvalidJob(f"invalid schedule id {schedule_id!r}")
+        repeat: dict[str, Any] = {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
+        queue = self._queue(k.queue)
+        async with redis_errors():
+            # bullmq 3.4.4's getJobScheduler raises for a missing id: ask first.
+            exists = await queue.isJobScheduler(schedule_id)
+            current = await queue.getJobScheduler(schedule_id) if exists else None
+            if current is None or not _same_schedule(current, kind, repeat, data):
+                try:
+                    await queue.upsertJobScheduler(
+                        schedule_id, repeat, kind, dict(data), self._schedule_opts(k)
+                    )
+                except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
+                    raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
+                field_name = f"{k.queue}:{schedule_id}"
+                await self._client.hset(
+                    self._key("settler", "schedules"), field_name, int(time.time() * 1000)
+                )
+            return next(s for s in await self._schedules_of(k) if s.id == schedule_id)
+
+    def _schedule_opts(self, kind: JobKind) -> dict[str, Any]:
+        return {
+            "attempts": kind.retry.attempts,
+            "backoff": {"type": "exponential", "delay": round(kind.retry.base_delay_s * 1000)},
+            "removeOnComplete": {
+                "age": self._settings.keep_completed_s,
+                "count": self._settings.keep_completed_count,
+            },
+        }
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every scheduler on the lanes of the registered kinds, by kind then id."""
+        out: list[ScheduleInfo] = []
+        async with redis_errors():
+            for kind in self._registry:
+                out.extend(sorted(await self._schedules_of(kind), key=lambda s: s.id))
+        return out
+
+    async def _schedules_of(self, kind: JobKind) -> list[ScheduleInfo]:
+        raw = await self._queue(kind.queue).getJobSchedulers(0, 99, True)
+        registered = await self._client.hgetall(self._key("settler", "schedules"))
+        out = []
+        for item in raw:
+            template = item.get("template") or {}
+            stamp = registered.get(f"{kind.queue}:{item['key']}")
+            out.append(
+                ScheduleInfo(
+                    id=str(item["key"]),
+                    kind=kind.name,
+                    pattern=item.get("pattern"),
+                    every_ms=item.get("every"),
+                    tz=item.get("tz"),
+                    next_run_ms=int(item["next"]) if item.get("next") is not None else None,
+                    iterations=int(item.get("iterationCount") or 0),
+                    registered_at_ms=int(stamp) if stamp else None,
+                    data=dict(template["data"]) if isinstance(template.get("data"), dict) else {},
+                )
+            )
+        return out
+
+    async def remove_schedule(self, kind: str, schedule_id: str) -> bool:
+        """Remove a scheduler and its waiting next job; False if there was none."""
+        k = self._registry.get(kind)
+        async with redis_errors():
+            removed = int(await self._queue(k.queue).removeJobScheduler(schedule_id)) == 0
+            await self._client.hdel(self._key("settler", "schedules"), f"{k.queue}:{schedule_id}")
+            return removed
+
+    # ------------------------------------------------------ retention and stats
+
+    async def finished_before(self, queue: str, state: JobState, older_than_s: int) -> int:
+        """How many completed/failed jobs of a lane finished more than `older_than_s` ago."""
+        cutoff = int(time.time() * 1000) - older_than_s * 1000
+        async with redis_errors():
+            return int(
+                await self._client.zcount(self._key(queue, _finished_set(state)), "-inf", cutoff)
+            )
+
+    async def clean_finished(
+        self, queue: str, state: JobState, older_than_s: int, limit: int
+    ) -> int:
+        """Delete up to `limit` completed/failed jobs of a lane older than `older_than_s`."""
+        async with redis_errors():
+            removed = await self._queue(queue).clean(
+                older_than_s * 1000, max(1, limit), _finished_set(state)
+            )
+            return len(removed or [])
+
+    async def tenant_backlog(self, *, per_lane: int = 1000) -> BacklogScan:
+        """Unfinished jobs per tenant, from at most `per_lane` jobs per lane and state.
+
+        Waiting jobs are read oldest first (the plain wait list from its tail, the
+        prioritized set in run order); `truncated` says some lane held more.
+        """
+        per_lane = max(1, min(per_lane, 10_000))
+        found: list[tuple[str, str, str]] = []  # (queue, state, job id)
+        truncated = False
+        async with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            lanes = [(q, s, key) for q in self._registry.queues() for s, key in _BACKLOG_SETS]
+            for q, _, key in lanes:
+                if key in ("wait", "paused", "active"):
+                    pipe.lrange(self._key(q, key), -per_lane, -1)
+                    pipe.llen(self._key(q, key))
+                else:
+                    pipe.zrange(self._key(q, key), 0, per_lane - 1)
+                    pipe.zcard(self._key(q, key))
+            replies = await pipe.execute()
+            for index, (q, state, _) in enumerate(lanes):
+                ids, total = replies[2 * index], int(replies[2 * index + 1])
+                truncated = truncated or total > len(ids)
+                found.extend((q, state, str(job_id)) for job_id in ids)
+            tenants = await self._tally(found)
+        return BacklogScan(tenants, len(found), truncated)
+
+    async def _tally(self, found: list[tuple[str, str, str]]) -> dict[str, TenantBacklog]:
+        tenants: dict[str, TenantBacklog] = {}
+        for start in range(0, len(found), _BULK_CHUNK):
+            chunk = found[start : start + _BULK_CHUNK]
+            pipe = self._client.pipeline(transaction=False)
+            for q, _, job_id in chunk:
+                pipe.hmget(self._key(q, job_id), "data", "timestamp")
+            for (q, state, _), (raw, stamp) in zip(chunk, await pipe.execute(), strict=True):
+                tenant = _tenant_in(raw)
+                if tenant is None:
+                    continue
+                entry = tenants.setdefault(tenant, TenantBacklog({}, {}, {}, None))
+                counts: dict[str, int] = getattr(entry, state)
+                kind = self._registry.for_queue(q).name
+                counts[kind] = counts.get(kind, 0) + 1
+                if state == "waiting" and stamp:
+                    oldest = entry.oldest_waiting_created_ms
+                    if oldest is None or int(stamp) < oldest:
+                        tenants[tenant] = replace(entry, oldest_waiting_created_ms=int(stamp))
+        return tenants
+
+
+def _finished_set(state: JobState) -> str:
+    if state not in (JobState.COMPLETED, JobState.FAILED):
+        raise ValueError("only completed or failed jobs are cleaned")
+    return state.value
+
+
+def _same_schedule(
+    current: Mapping[str, Any], kind: str, repeat: Mapping[str, Any], data: Mapping[str, Any]
+) -> bool:
+    template = current.get("template") or {}
+    return (
+        current.get("name") == kind
+        and all(current.get(key) == value for key, value in repeat.items())
+        and (template.get("data") or {}) == dict(data)
+    )
+
+
+def _tenant_in(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return envelope.tenant_of(json.loads(raw))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

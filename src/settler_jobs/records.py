@@ -94,3 +94,37 @@ class QueueCounts:
     queue: str
     counts: dict[str, int]
     oldest_waiting_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A registered job scheduler: which kind it feeds, when, and when it fires next."""
+
+    id: str
+    kind: str
+    pattern: str | None
+    every_ms: int | None
+    tz: str | None
+    next_run_ms: int | None
+    iterations: int
+    registered_at_ms: int | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantBacklog:
+    """One tenant's unfinished jobs found by a bounded scan, counted per kind."""
+
+    waiting: dict[str, int]
+    delayed: dict[str, int]
+    active: dict[str, int]
+    oldest_waiting_created_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogScan:
+    """Unfinished jobs per tenant; `truncated` when a lane held more than the scan read."""
+
+    tenants: dict[str, TenantBacklog]
+    scanned: int
+    truncated: bool

@@ -10,17 +10,24 @@ import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs.config import Settings
+from settler_jobs.errors import ConfigError
 from settler_jobs.keyring import secret_box
 from settler_jobs.net_guard import GuardPolicy, guarded_client
-from settler_jobs.records import JobRecord, Submission, Submitted
+from settler_jobs.records import BacklogScan, JobRecord, Submission, Submitted
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from settler_jobs.domain import JobState
+    from settler_jobs.kinds import Registry
 
 
 class Submitter(Protocol):
@@ -29,6 +36,27 @@ class Submitter(Protocol):
     async def submit_bulk(self, subs: list[Submission]) -> list[Submitted]: ...
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord: ...
+
+
+class QueueOps(Protocol):
+    """Queue-wide reads and cleanup for system jobs (cache warming, retention)."""
+
+    @property
+    def client(self) -> Redis: ...
+
+    @property
+    def key_prefix(self) -> str: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    async def tenant_backlog(self, *, per_lane: int = 1000) -> BacklogScan: ...
+
+    async def finished_before(self, queue: str, state: JobState, older_than_s: int) -> int: ...
+
+    async def clean_finished(
+        self, queue: str, state: JobState, older_than_s: int, limit: int
+    ) -> int: ...
 
 
 def utc_now() -> datetime:
@@ -49,6 +77,8 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     submitter: Submitter
     rng: random.Random = field(default_factory=random.Random)
+    queue_ops: QueueOps | None = None
+    """Set in worker processes (the worker's queue); system jobs need it."""
     _box: SecretBox | None = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _transactions: Transactions | None = field(default=None, repr=False)
@@ -89,6 +119,12 @@ class Resources:
                 mp_context=multiprocessing.get_context("forkserver"),
             )
         return self._processes
+
+    def require_queue_ops(self) -> QueueOps:
+        """The queue-wide operations, or ConfigError where none were given."""
+        if self.queue_ops is None:
+            raise ConfigError("this job needs the queue's own operations (run it in a worker)")
+        return self.queue_ops
 
     def now(self) -> datetime:
         """The current time (UTC)."""

@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dead_letters, envelope
+from settler_jobs import dead_letters, envelope, schedules
 from settler_jobs.config import Settings
 from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
@@ -33,7 +33,8 @@ from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, LaneWorker
 from settler_jobs.queue import where as _where
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
-from settler_jobs.resources import Resources
+from settler_jobs.resources import Resources, utc_now
+from settler_jobs.tenant_stats import TenantStats
 
 log = logging.getLogger(__name__)
 _DEPTH_INTERVAL_S = 5.0
@@ -59,7 +60,8 @@ class WorkerRuntime:
         self._sessions = sessions
         self._rng = rng or random.Random()
         self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
-        self.resources = Resources(settings, sessions, self._queue, self._rng)
+        self.resources = Resources(settings, sessions, self._queue, self._rng, self._queue)
+        self._stats = TenantStats(settings.queue_prefix, settings.stats_recent_jobs)
         self._lanes: list[LaneWorker] = []
         self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._cancel_requested: set[tuple[str, str]] = set()
@@ -72,7 +74,8 @@ class WorkerRuntime:
         return [lane.queue for lane in self._lanes]
 
     async def start(self) -> None:
-        """Open every lane and the background loops (cancel listener, DLQ sweep, depth)."""
+        """Open every lane and the background loops (cancel listener, DLQ sweep, depth,
+        per-tenant stats), and register the schedules of the served kinds."""
         for kind in self.registry:
             for queue, slots in (
                 (kind.queue, kind.concurrency),
@@ -92,7 +95,8 @@ class WorkerRuntime:
                 )
                 lane.start()
                 self._lanes.append(lane)
-        for loop in (self._listen_for_cancels, self._sweep_loop, self._depth_loop):
+        loops = (self._listen_for_cancels, self._sweep_loop, self._depth_loop, self._stats_loop)
+        for loop in (*loops, self._register_schedules):
             self._background.append(asyncio.create_task(loop(), name=loop.__name__))
         for kind in self.registry:
             for step in kind.periodic:
@@ -113,6 +117,8 @@ class WorkerRuntime:
                 log.warning("worker.stop_timeout", extra={"task": _where(task)})
         self._background.clear()
         self._lanes.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._stats.flush(self._queue.client), _STOP_TIMEOUT_S)
         self._threads.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.resources.aclose(), _STOP_TIMEOUT_S)
@@ -153,6 +159,7 @@ class WorkerRuntime:
             result = await self._execute(kind, payload, ctx, active, timeout)
         except Exception as exc:
             raise self._failed(kind, active, exc, tier, started) from exc
+        self._account(kind, active, "completed", started)
         labels = (active.queue, kind.name, tier)
         self.metrics.job_completions.labels(*labels).inc()
         self.metrics.job_duration.labels(*labels, "completed").observe(time.monotonic() - started)
@@ -198,6 +205,7 @@ class WorkerRuntime:
             if isinstance(exc, JobCancelled)
             else ("dead" if delay is None else "retried")
         )
+        self._account(kind, active, outcome, started, failure_reason(exc))
         labels = (active.queue, kind.name, tier)
         self.metrics.job_failures.labels(*labels, outcome).inc()
         self.metrics.job_duration.labels(*labels, "failed").observe(time.monotonic() - started)
@@ -206,6 +214,26 @@ class WorkerRuntime:
             extra={"job_id": active.id, "kind": kind.name, "attempt": attempt, "outcome": outcome},
         )
         return AttemptFailed(failure_reason(exc), delay)
+
+    def _account(
+        self, kind: JobKind, active: ActiveJob, outcome: str, started: float, error: str = ""
+    ) -> None:
+        """Per-tenant accounting (memory only; written by `_stats_loop`); never fails a job."""
+        try:
+            tenant = envelope.tenant_of(active.data)
+            if tenant is not None:
+                self._stats.record(
+                    tenant,
+                    kind.name,
+                    "failed" if outcome == "dead" else outcome,
+                    job_id=active.id,
+                    attempt=active.attempts_made + 1,
+                    duration_ms=round((time.monotonic() - started) * 1000),
+                    at=utc_now(),
+                    error=error,
+                )
+        except Exception:
+            log.exception("stats.record_failed", extra={"job_id": active.id})
 
     def _observe_wait(self, kind: JobKind, active: ActiveJob, tier: str) -> None:
         if active.attempts_made == 0:
@@ -243,6 +271,26 @@ class WorkerRuntime:
             await asyncio.sleep(await step(self.resources))
 
         await _forever(once)
+
+    async def _stats_loop(self) -> None:
+        async def once() -> None:
+            await self._stats.flush(self._queue.client)
+            await asyncio.sleep(self.settings.stats_flush_interval_s)
+
+        await _forever(once)
+
+    async def _register_schedules(self) -> None:
+        # Every process registers at start; unchanged schedulers are left as they are.
+        while True:
+            try:
+                await schedules.register(self._queue, self.settings, self.registry)
+                return
+            except (QueueUnavailable, RedisError, OSError) as exc:
+                log.warning("schedules.register_retry", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("schedules.register_failed")
+                await asyncio.sleep(30.0)
 
     async def _depth_loop(self) -> None:
         async def once() -> None:

@@ -159,8 +159,8 @@ def test_submit_reads_data_from_a_file(cli: Cli, tmp_path: Path) -> None:
         ),
         (
             ["payroll", "--tier", "growth", "--data", "{}"],
-            "unknown job kind 'payroll'; known kinds: cache-warming, email-sending, "
-            "export-generation, reconciliation, webhook-delivery",
+            "unknown job kind 'payroll'; known kinds: cache-warming, data-retention, "
+            "email-sending, export-generation, reconciliation, webhook-delivery, webhook-sweep",
         ),
         (
             ["email-sending", "--tier", "growth", "--data", '{"to": "x"}'],

@@ -23,6 +23,8 @@ def test_seed_kinds_and_defaults() -> None:
         "export-generation": (PriorityClass.NORMAL, 2),
         "email-sending": (PriorityClass.LOW, 3),
         "cache-warming": (PriorityClass.LOW, 1),
+        "data-retention": (PriorityClass.LOW, 2),
+        "webhook-sweep": (PriorityClass.LOW, 1),
     }
     assert {k.name: (k.priority, k.retry.attempts) for k in reg} == expected
     assert {k.name: k.concurrency for k in reg} == {
@@ -31,13 +33,17 @@ def test_seed_kinds_and_defaults() -> None:
         "export-generation": 3,
         "email-sending": 5,
         "cache-warming": 2,
+        "data-retention": 1,
+        "webhook-sweep": 1,
     }
     assert reg.for_queue("reconciliation-express").name == "reconciliation"
-    assert len(reg.queues()) == 10
+    assert len(reg.queues()) == 14
 
 
 def test_unknown_kind_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownJobKind, match="known kinds: cache-warming, email-sending"):
+    with pytest.raises(
+        UnknownJobKind, match="known kinds: cache-warming, data-retention, email-sending"
+    ):
         default_registry().get("nope")
 
 

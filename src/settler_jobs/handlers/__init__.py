@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
+from settler_jobs.handlers import cache_warm, reconciliation, retention, webhooks
 from settler_jobs.handlers import placeholders as p
-from settler_jobs.handlers import reconciliation, webhooks
+from settler_jobs.handlers.scheduled import ScheduledPayload
 from settler_jobs.kinds import JobKind, Registry
 
 
 def default_registry() -> Registry:
-    """The seed's five kinds with their queue, priority, concurrency and retry defaults."""
+    """The seed's five kinds and the two scheduled system kinds, with their defaults."""
     return Registry(
         [
             JobKind(
@@ -30,7 +31,7 @@ def default_registry() -> Registry:
                 # Delays come from the handler (Retry-After or backoff), not from these.
                 retry=RetryPolicy(attempts=5, base_delay_s=2),
                 timeout_s=90,
-                periodic=(webhooks.flush_outbox_step, webhooks.sweep_step),
+                periodic=(webhooks.flush_outbox_step,),
                 retry_dead=webhooks.retry_dead_delivery,
             ),
             JobKind(
@@ -53,10 +54,29 @@ def default_registry() -> Registry:
             ),
             JobKind(
                 "cache-warming",
-                p.warm_cache,
-                p.CacheWarmPayload,
+                cache_warm.warm_cache,
+                cache_warm.CacheWarmPayload,
                 PriorityClass.LOW,
                 concurrency=2,
+                retry=RetryPolicy(attempts=1),
+                timeout_s=300,
+            ),
+            # Scheduled system jobs (see schedules.py); they run for the system tenant.
+            JobKind(
+                "data-retention",
+                retention.apply_retention,
+                retention.RetentionPayload,
+                PriorityClass.LOW,
+                concurrency=1,
+                retry=RetryPolicy(attempts=2, base_delay_s=60),
+                timeout_s=3600,
+            ),
+            JobKind(
+                "webhook-sweep",
+                webhooks.sweep_webhooks,
+                ScheduledPayload,
+                PriorityClass.LOW,
+                concurrency=1,
                 retry=RetryPolicy(attempts=1),
                 timeout_s=300,
             ),

@@ -33,12 +33,6 @@ class EmailPayload(_Payload):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class CacheWarmPayload(_Payload):
-    """Cache keys to warm for a tenant."""
-
-    cacheKeys: list[str] = Field(default_factory=list, max_length=100)
-
-
 def _summary(ctx: JobContext, **extra: Any) -> dict[str, Any]:
     return {"kind": ctx.kind, "tenantId": ctx.tenant_id, "attempt": ctx.attempt, **extra}
 
@@ -51,8 +45,3 @@ async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, 
 async def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:
     """Accept an email request (providers arrive with email)."""
     return _summary(ctx, template=payload.template)
-
-
-async def warm_cache(payload: CacheWarmPayload, ctx: JobContext) -> dict[str, Any]:
-    """Accept a cache warm request (KPI snapshots arrive with cache warming)."""
-    return _summary(ctx, keys=len(payload.cacheKeys))

@@ -4,7 +4,8 @@ The job carries only the delivery id and generation; URL, payload and secret are
 from the database at send time. The handler's outcome drives the queue: a retryable
 failure becomes `RetryLater` with the delay the attempt chose (Retry-After or
 backoff), the last failure or a 410 a `PermanentFailure` (a dead letter). Periodic
-work served with this kind: the outbox flush and the retry sweep.
+work served with this kind: the outbox flush. The retry sweep is the scheduled
+`webhook-sweep` kind (`sweep_webhooks`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from settler_jobs import webhook_store as store
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.errors import PermanentFailure, RetryLater
 from settler_jobs.handlers.context import JobContext
+from settler_jobs.handlers.scheduled import ScheduledPayload, require_system, run_recorded
 from settler_jobs.records import Submitted
 from settler_jobs.resources import Resources, Submitter, utc_now
 from settler_jobs.webhook_outbox import enqueue, flush_outbox, sweep
@@ -93,16 +95,21 @@ async def flush_outbox_step(resources: Resources) -> float:
     return resources.settings.webhook_outbox_interval_s
 
 
-async def sweep_step(resources: Resources) -> float:
-    """The retry sweep: re-enqueue due or abandoned deliveries that have no live job."""
-    settings = resources.settings
-    await sweep(
-        resources.sessions,
-        resources.submitter,
-        now=resources.now(),
-        stale_after=timedelta(seconds=settings.webhook_deadline_s + _STALE_MARGIN_S),
-    )
-    return settings.webhook_sweep_interval_s
+async def sweep_webhooks(payload: ScheduledPayload, ctx: JobContext) -> dict[str, Any]:
+    """The retry sweep (scheduled): re-enqueue due or abandoned deliveries without a live job."""
+    require_system(ctx)
+    res = ctx.resources
+
+    async def work() -> dict[str, Any]:
+        requeued = await sweep(
+            res.sessions,
+            res.submitter,
+            now=res.now(),
+            stale_after=timedelta(seconds=res.settings.webhook_deadline_s + _STALE_MARGIN_S),
+        )
+        return {"requeued": requeued}
+
+    return await run_recorded(ctx, payload, work)
 
 
 async def retry_dead_delivery(

@@ -15,8 +15,9 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection
 
-# Imported to register their tables on Base.metadata.
+# Imported for their side effect: they register their tables on Base.metadata.
 import settler_jobs.storage.reconcile_tables
+import settler_jobs.storage.schedule_tables
 import settler_jobs.storage.webhook_tables  # noqa: F401
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base

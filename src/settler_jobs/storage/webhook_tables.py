@@ -101,6 +101,8 @@ class WebhookDeliveryRow(Base):
         Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at"),
         Index("ix_webhook_deliveries_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        # Retention deletes events no delivery references (migration 0008).
+        Index("ix_webhook_deliveries_event_id", "event_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_delivery_id)

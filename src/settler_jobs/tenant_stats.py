@@ -1,0 +1,122 @@
+"""Per-tenant job accounting, cheap enough for the worker's hot path.
+
+Workers call `TenantStats.record` (in memory, no I/O) when an attempt ends; a
+background loop writes the buffer with `flush`, one pipeline per interval. In Redis:
+
+- `<prefix>:settler:stats:<tenant>:<YYYYMMDDHH>`: a hash per tenant and UTC hour with
+  `<outcome>:<kind>` counters and `<outcome>@<n>` totals per 5-minute slot n (0-11);
+  it expires after two days.
+- `<prefix>:settler:recent:<tenant>`: the newest job summaries (JSON), capped.
+- `<prefix>:settler:tenants`: tenants by last activity (ms), for "active tenants".
+
+Outcomes: `completed`, `failed` (final: dead-lettered), `retried`, `cancelled`. A worker
+that dies loses at most one flush interval of counts; the numbers are for dashboards,
+not billing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+STATS_TTL_S: Final = 2 * 86_400
+OUTCOMES: Final = ("completed", "failed", "retried", "cancelled")
+SLOT_MINUTES: Final = 5
+_MAX_ERROR: Final = 200
+
+
+def hour_bucket(moment: datetime) -> str:
+    """The UTC hour a moment falls in, as used in stats keys."""
+    return moment.astimezone(UTC).strftime("%Y%m%d%H")
+
+
+def stats_key(prefix: str, tenant: str, bucket: str) -> str:
+    return f"{prefix}:settler:stats:{tenant}:{bucket}"
+
+
+def recent_key(prefix: str, tenant: str) -> str:
+    return f"{prefix}:settler:recent:{tenant}"
+
+
+def tenants_key(prefix: str) -> str:
+    return f"{prefix}:settler:tenants"
+
+
+class TenantStats:
+    """A buffer of per-tenant outcomes and recent jobs, flushed to Redis in one pipeline."""
+
+    def __init__(self, prefix: str, recent_cap: int) -> None:
+        self._prefix = prefix
+        self._cap = recent_cap
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._recent: dict[str, deque[str]] = {}
+        self._seen: dict[str, int] = {}
+
+    def record(
+        self,
+        tenant: str,
+        kind: str,
+        outcome: str,
+        *,
+        job_id: str,
+        attempt: int,
+        duration_ms: int,
+        at: datetime,
+        error: str | None = None,
+    ) -> None:
+        """Count one attempt's outcome for the tenant (memory only)."""
+        bucket = hour_bucket(at)
+        slot = at.astimezone(UTC).minute // SLOT_MINUTES
+        for name in (f"{outcome}:{kind}", f"{outcome}@{slot}"):
+            key = (tenant, bucket, name)
+            self._counts[key] = self._counts.get(key, 0) + 1
+        summary: dict[str, Any] = {
+            "id": job_id,
+            "kind": kind,
+            "outcome": outcome,
+            "attempt": attempt,
+            "durationMs": duration_ms,
+            "finishedAt": at.astimezone(UTC).isoformat(timespec="milliseconds"),
+        }
+        if error:
+            summary["error"] = error[:_MAX_ERROR]
+        self._recent.setdefault(tenant, deque(maxlen=self._cap)).append(json.dumps(summary))
+        self._seen[tenant] = int(at.timestamp() * 1000)
+
+    @property
+    def pending(self) -> bool:
+        """True if there is something to flush."""
+        return bool(self._seen)
+
+    async def flush(self, client: Redis) -> None:
+        """Write the buffer in one pipeline; on a Redis error that buffer is dropped."""
+        if not self._seen:
+            return
+        counts, recent, seen = self._counts, self._recent, self._seen
+        self._counts, self._recent, self._seen = {}, {}, {}
+        pipe = client.pipeline(transaction=False)
+        keys: set[str] = set()
+        for (tenant, bucket, name), value in counts.items():
+            key = stats_key(self._prefix, tenant, bucket)
+            pipe.hincrby(key, name, value)
+            keys.add(key)
+        for key in keys:
+            pipe.expire(key, STATS_TTL_S)
+        for tenant, summaries in recent.items():
+            key = recent_key(self._prefix, tenant)
+            pipe.lpush(key, *summaries)
+            pipe.ltrim(key, 0, self._cap - 1)
+            pipe.expire(key, STATS_TTL_S)
+        pipe.zadd(tenants_key(self._prefix), seen, gt=True)
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            log.warning("stats.flush_failed", extra={"error": str(exc), "tenants": len(seen)})

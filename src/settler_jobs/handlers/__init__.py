@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
+from settler_jobs.handlers import email, webhooks
 from settler_jobs.handlers import placeholders as p
-from settler_jobs.handlers import webhooks
 from settler_jobs.kinds import JobKind, Registry
 
 
@@ -44,8 +44,8 @@ def default_registry() -> Registry:
             ),
             JobKind(
                 "email-sending",
-                p.send_email,
-                p.EmailPayload,
+                email.send_email,
+                email.EmailPayload,
                 PriorityClass.LOW,
                 concurrency=5,
                 retry=RetryPolicy(attempts=3, base_delay_s=5),

@@ -31,14 +31,6 @@ class ExportPayload(_Payload):
     filters: dict[str, Any] = Field(default_factory=dict)
 
 
-class EmailPayload(_Payload):
-    """An email request."""
-
-    to: str = Field(min_length=3, max_length=320)
-    template: str = Field(min_length=1, max_length=64)
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
 class CacheWarmPayload(_Payload):
     """Cache keys to warm for a tenant."""
 
@@ -58,11 +50,6 @@ async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str
 async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, Any]:
     """Accept an export request (rendering arrives with exports)."""
     return _summary(ctx, format=payload.format)
-
-
-async def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:
-    """Accept an email request (providers arrive with email)."""
-    return _summary(ctx, template=payload.template)
 
 
 async def warm_cache(payload: CacheWarmPayload, ctx: JobContext) -> dict[str, Any]:

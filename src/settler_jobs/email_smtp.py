@@ -3,7 +3,8 @@
 A session connects on its first email and reuses the connection for the job's other
 recipients; after a connection-level failure the next email reconnects. Replies are
 classified by their code: 5xx permanent, 4xx passing; refusals of the recipient or of
-the message's content only concern that email (scope ``recipient``).
+the message's content only concern that email (scope ``recipient``), except 421 (the
+server is closing the channel).
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def classify(exc: BaseException) -> ProviderError:
         return ProviderError(
             f"SMTP refused the message: {exc.code} {exc.message}",
             permanent=exc.code >= 500,
-            scope="recipient",
+            # 421: the server is closing the connection, whatever the recipient.
+            scope="provider" if exc.code == 421 else "recipient",
             code=exc.code,
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):

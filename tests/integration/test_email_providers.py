@@ -166,7 +166,10 @@ async def test_resend_errors_keep_the_key_out_and_honour_retry_after() -> None:
 
 
 async def test_resend_through_the_guard_refuses_loopback_unless_allowed() -> None:
-    async with WebhookReceiver() as stand_in, guarded_client(GuardPolicy(), timeout=TIMEOUT) as client:
+    async with (
+        WebhookReceiver() as stand_in,
+        guarded_client(GuardPolicy(), timeout=TIMEOUT) as client,
+    ):
         provider = ResendProvider(client, "k", base_url=stand_in.url(""))
         with pytest.raises(ProviderError, match="refused") as caught:
             await provider.send(email())

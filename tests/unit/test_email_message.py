@@ -166,6 +166,7 @@ def test_payload_checks_surface_as_invalid_job_before_enqueueing() -> None:
          True, "recipient"),
         (aiosmtplib.SMTPRecipientRefused(450, "busy", "a"), False, "recipient"),
         (aiosmtplib.SMTPDataError(554, "spam"), True, "recipient"),
+        (aiosmtplib.SMTPDataError(421, "closing"), False, "provider"),
         (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), True, "provider"),
         (aiosmtplib.SMTPResponseException(421, "closing"), False, "provider"),
         (aiosmtplib.SMTPServerDisconnected("gone"), False, "provider"),

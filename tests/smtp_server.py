@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import ipaddress
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -37,6 +38,8 @@ class Received:
     rcpt_tos: tuple[str, ...]
     content: bytes
     authenticated_as: str | None
+    at: float
+    """`time.monotonic()` on arrival."""
 
     @property
     def message(self) -> EmailMessage:
@@ -71,7 +74,13 @@ class Recorder:
         user = str(session.auth_data) if session.authenticated else None
         async with self._arrived:
             self.received.append(
-                Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), content, user)
+                Received(
+                    str(envelope.mail_from),
+                    tuple(envelope.rcpt_tos),
+                    content,
+                    user,
+                    time.monotonic(),
+                )
             )
             self._arrived.notify_all()
         return "250 OK"

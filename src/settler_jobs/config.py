@@ -18,7 +18,11 @@ class Settings(BaseSettings):
     """Runtime configuration of producers, workers and the CLI."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SETTLER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="SETTLER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
     )
 
     data_dir: Path = Field(default=Path(".settler"), description="Embedded data folder.")
@@ -113,6 +117,14 @@ class Settings(BaseSettings):
     email_timeout_s: float = Field(
         default=20.0, gt=0, le=120, description="Whole-request deadline of one Resend call."
     )
+
+    @field_validator("email_from")
+    @classmethod
+    def _usable_sender(cls, value: str) -> str:
+        from settler_jobs.email_message import check_sender
+
+        check_sender(value)  # UnsafeEmail is a ValueError: a clear settings error
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from settler_jobs.config import Settings
+from settler_jobs.dead_letters import retry_entry
 from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.email_providers import EmailProvider
 from settler_jobs.emails import Emails
@@ -184,7 +185,9 @@ async def test_smtp_4xx_backs_off_and_a_crash_mid_job_skips_who_was_sent(
     }
 
 
-async def test_a_refused_recipient_dead_letters_the_job(settings: Settings) -> None:
+async def test_a_refused_recipient_dead_letters_the_job_and_its_retry_sends_only_it(
+    settings: Settings,
+) -> None:
     recorder = Recorder(refuse_rcpt={"gone@example.com": "550 5.1.1 no such user"})
     async with (
         smtp_server(recorder=recorder) as server,
@@ -200,10 +203,21 @@ async def test_a_refused_recipient_dead_letters_the_job(settings: Settings) -> N
             return await s.dead_letters(kind=KIND)
 
         (entry,) = await eventually(dead, lambda found: len(found) == 1)
+        assert recorder.to() == ["ann@example.com"]
+
+        recorder.refuse_rcpt.clear()  # the mailbox exists now: retry the dead letter
+        _, retried = await retry_entry(s.queue, s.sessions, entry.id, actor="ops")
+        again = await finished(s, retried.job.id)
+        sends = await emails.status(TENANT, request.idempotency_key)
     assert job.state is JobState.FAILED and job.attempts_made == 1
     assert "gone@example.com: SMTP refused the message: 550" in (job.failure_reason or "")
     assert entry.error_type == "PermanentFailure"
-    assert recorder.to() == ["ann@example.com"]
+    assert again.state is JobState.COMPLETED
+    assert recorder.to() == ["ann@example.com", "gone@example.com"]  # ann not again
+    assert {(x.recipient, x.status.value, x.attempts) for x in sends} == {
+        ("ann@example.com", "sent", 1),
+        ("gone@example.com", "sent", 2),
+    }
 
 
 async def test_bad_template_data_fails_permanently_without_sending(settings: Settings) -> None:

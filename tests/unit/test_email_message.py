@@ -204,3 +204,15 @@ def test_resend_answers_are_classified(
 
 def test_resend_success_returns_its_id() -> None:
     assert _outcome(httpx.Response(200, json={"id": "re_123"})) == "re_123"
+
+
+def test_an_unusable_from_setting_is_refused_at_start_up() -> None:
+    from pydantic import ValidationError
+
+    from settler_jobs.config import Settings
+
+    assert Settings(email_from="Acme <billing@example.com>").email_from.startswith("Acme")
+    with pytest.raises(ValidationError, match="header injection"):
+        Settings(email_from="Acme\r\nBcc: x@example.com <billing@example.com>")
+    with pytest.raises(ValidationError, match="not a usable email address"):
+        Settings(email_from="billing")

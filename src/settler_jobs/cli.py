@@ -11,6 +11,7 @@ import typer
 
 from settler_jobs import (
     cli_cache,
+    cli_email,
     cli_reconciliations,
     cli_retention,
     cli_schedules,
@@ -51,6 +52,7 @@ app.add_typer(cli_reconciliations.app, name="reconciliations")
 app.add_typer(cli_schedules.app, name="schedules")
 app.add_typer(cli_cache.app, name="cache")
 app.add_typer(cli_retention.app, name="retention")
+app.add_typer(cli_email.app, name="email")
 
 
 def _kinds(raw: str | None) -> list[str] | None:

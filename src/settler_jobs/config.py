@@ -8,6 +8,7 @@ platforms set. With nothing configured, everything lives under `data_dir`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,7 +18,11 @@ class Settings(BaseSettings):
     """Runtime configuration of producers, workers and the CLI."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SETTLER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="SETTLER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
     )
 
     data_dir: Path = Field(default=Path(".settler"), description="Embedded data folder.")
@@ -147,6 +152,42 @@ class Settings(BaseSettings):
         value = value.strip()
         if value and not croniter.is_valid(value, second_at_beginning=True):
             raise ValueError(f"invalid cron pattern {value!r} (5 fields, or 6 with seconds)")
+        return value
+
+    email_provider: Literal["outbox", "smtp", "resend"] = Field(
+        default="outbox", description="Where emails go: .eml files in outbox_dir, SMTP or Resend."
+    )
+    email_from: str = Field(
+        default="Settler <no-reply@example.com>",
+        validation_alias=AliasChoices("SETTLER_EMAIL_FROM", "SETTLER_SMTP_FROM"),
+        description="From header of every email: an address, optionally with a display name.",
+    )
+    smtp_host: str = Field(default="localhost", description="SMTP server host.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    smtp_username: str | None = Field(default=None, description="SMTP AUTH user (unset: no AUTH).")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP AUTH password.")
+    smtp_starttls: bool = Field(
+        default=True, description="Require STARTTLS on a plain connection (port 587)."
+    )
+    smtp_tls: bool = Field(default=False, description="Implicit TLS from the start (port 465).")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="PEM file of CAs to trust for SMTP TLS instead of the system's."
+    )
+    smtp_timeout_s: float = Field(default=30.0, gt=0, le=600, description="SMTP I/O timeout.")
+    resend_api_key: SecretStr | None = Field(default=None, description="Resend API key.")
+    resend_base_url: str = Field(
+        default="https://api.resend.com", description="Resend API base URL (POST {base}/emails)."
+    )
+    email_timeout_s: float = Field(
+        default=20.0, gt=0, le=120, description="Whole-request deadline of one Resend call."
+    )
+
+    @field_validator("email_from")
+    @classmethod
+    def _usable_sender(cls, value: str) -> str:
+        from settler_jobs.email_message import check_sender
+
+        check_sender(value)  # UnsafeEmail is a ValueError: a clear settings error
         return value
 
     @field_validator("data_dir")

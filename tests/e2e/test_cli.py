@@ -123,7 +123,7 @@ def test_submitted_job_is_shown_by_job_show_and_status(cli: Cli) -> None:
 
 def test_idempotency_key_returns_the_same_job(cli: Cli) -> None:
     args = ("submit", "email-sending", "--tenant", "t1", "--tier", "pro")
-    data = ("--data", '{"to":"ops@example.com","template":"welcome"}')
+    data = ("--data", '{"to":"ops@example.com","template":"welcome","data":{"name":"Ops"}}')
     first = cli.json(*args, *data, "--idempotency-key", "welcome-1")
     again = cli.json(*args, *data, "--idempotency-key", "welcome-1")
     assert first["created"] is True

@@ -64,7 +64,11 @@ def test_dlq_triage_from_the_command_line(cli: Cli, settings: Settings) -> None:
     assert "asked the customer" in noted["notes"] and noted["status"] == "open"
 
     retried = cli.json(
-        "dlq", "retry", first, "--data", '{"to": "y@example.com", "template": "welcome"}'
+        "dlq",
+        "retry",
+        first,
+        "--data",
+        '{"to": "y@example.com", "template": "welcome", "data": {"name": "Y"}}',
     )
     assert retried["status"] == "retried"
     job = cli.json("job", "show", retried["jobId"])

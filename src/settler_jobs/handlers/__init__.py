@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
-from settler_jobs.handlers import cache_warm, reconciliation, retention, webhooks
+from settler_jobs.handlers import cache_warm, email, reconciliation, retention, webhooks
 from settler_jobs.handlers import placeholders as p
 from settler_jobs.handlers.scheduled import ScheduledPayload
 from settler_jobs.kinds import JobKind, Registry
@@ -45,8 +45,8 @@ def default_registry() -> Registry:
             ),
             JobKind(
                 "email-sending",
-                p.send_email,
-                p.EmailPayload,
+                email.send_email,
+                email.EmailPayload,
                 PriorityClass.LOW,
                 concurrency=5,
                 retry=RetryPolicy(attempts=3, base_delay_s=5),

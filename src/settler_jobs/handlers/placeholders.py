@@ -25,14 +25,6 @@ class ExportPayload(_Payload):
     filters: dict[str, Any] = Field(default_factory=dict)
 
 
-class EmailPayload(_Payload):
-    """An email request."""
-
-    to: str = Field(min_length=3, max_length=320)
-    template: str = Field(min_length=1, max_length=64)
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
 def _summary(ctx: JobContext, **extra: Any) -> dict[str, Any]:
     return {"kind": ctx.kind, "tenantId": ctx.tenant_id, "attempt": ctx.attempt, **extra}
 
@@ -40,8 +32,3 @@ def _summary(ctx: JobContext, **extra: Any) -> dict[str, Any]:
 async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, Any]:
     """Accept an export request (rendering arrives with exports)."""
     return _summary(ctx, format=payload.format)
-
-
-async def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:
-    """Accept an email request (providers arrive with email)."""
-    return _summary(ctx, template=payload.template)

@@ -16,6 +16,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 # Imported for their side effect: they register their tables on Base.metadata.
+import settler_jobs.storage.email_tables
 import settler_jobs.storage.reconcile_tables
 import settler_jobs.storage.schedule_tables
 import settler_jobs.storage.webhook_tables  # noqa: F401

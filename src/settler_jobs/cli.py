@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from settler_jobs import cli_webhooks, logs
+from settler_jobs import cli_tenants, cli_webhooks, logs
 from settler_jobs.cli_common import (
     JsonOpt,
     TenantOpt,
@@ -40,6 +40,8 @@ app.add_typer(job_app, name="job")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(cli_webhooks.app, name="webhooks")
+app.add_typer(cli_tenants.tenants_app, name="tenants")
+app.add_typer(cli_tenants.keys_app, name="keys")
 
 
 def _kinds(raw: str | None) -> list[str] | None:
@@ -49,12 +51,23 @@ def _kinds(raw: str | None) -> list[str] | None:
 @app.command()
 def up(
     kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
+    api: Annotated[bool, typer.Option(help="Serve the HTTP API (SETTLER_API_PORT).")] = True,
 ) -> None:
-    """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers."""
+    """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers,
+    and the HTTP API."""
     from settler_jobs import runner
 
     logs.setup()
-    call(runner.serve(Settings(), _kinds(kinds), migrate=True))
+    call(runner.serve(Settings(), _kinds(kinds), migrate=True, api=api))
+
+
+@app.command("api")
+def api_command() -> None:
+    """Serve only the HTTP API (uvicorn) on SETTLER_API_HOST:SETTLER_API_PORT."""
+    from settler_jobs.api.server import serve_api
+
+    logs.setup()
+    call(serve_api(Settings()))
 
 
 @app.command()

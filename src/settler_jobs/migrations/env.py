@@ -15,6 +15,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection
 
+import settler_jobs.storage.tenant_tables  # registers them on Base.metadata
 import settler_jobs.storage.webhook_tables  # noqa: F401 - registers them on Base.metadata
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from typing import Final
 
@@ -20,12 +21,14 @@ _STOP_TIMEOUT_S: Final = 15.0
 _POLL_S: Final = 0.02
 
 
-def uvicorn_config(settings: Settings, registry: Registry | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, registry: Registry | None = None, *, migrate: bool = False
+) -> uvicorn.Config:
     """uvicorn serving `create_app(settings)` on SETTLER_API_HOST:SETTLER_API_PORT."""
     from settler_jobs.api.app import create_app
 
     return uvicorn.Config(
-        create_app(settings, registry=registry),
+        create_app(settings, registry=registry, migrate=migrate),
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
@@ -35,17 +38,35 @@ def uvicorn_config(settings: Settings, registry: Registry | None = None) -> uvic
     )
 
 
-async def serve_api(settings: Settings) -> None:
-    """Serve the API until SIGTERM/SIGINT (uvicorn handles the signals)."""
-    await uvicorn.Server(uvicorn_config(settings)).serve()
-
-
 class _Embedded(uvicorn.Server):
     """A uvicorn server inside a process whose signals someone else handles."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def serve_api(settings: Settings) -> None:
+    """Serve the API until SIGTERM/SIGINT (a second signal cuts open requests short).
+
+    The embedded SQLite database is migrated at start; an external DATABASE_URL is not
+    (several API processes must not race: run `settler-jobs db upgrade` when deploying).
+    """
+    server = _Embedded(uvicorn_config(settings, migrate=settings.database_url is None))
+    loop = asyncio.get_running_loop()
+
+    def handle() -> None:
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handle)
+    await server.serve()
+    if not server.started:
+        raise ConfigError(
+            f"the HTTP API could not start on {settings.api_host}:{settings.api_port}"
+        )
 
 
 class EmbeddedApi:

@@ -84,9 +84,51 @@ def _job(i: int) -> dict[str, Any]:
     return {"kind": KIND, "data": workload.seed_payload(i)}
 
 
-async def single_submits(http: httpx.AsyncClient, rate: float, seconds: float) -> dict[str, Any]:
+class RawClient:
+    """Keep-alive HTTP/1.1 POSTs over plain sockets: a load generator much cheaper than
+    httpx, so the client process is not the bottleneck on a small machine."""
+
+    def __init__(self, port: int, key: str, connections: int) -> None:
+        self._port, self._key, self._size = port, key, connections
+        self._free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+
+    async def open(self) -> None:
+        for _ in range(self._size):
+            self._free.put_nowait(await asyncio.open_connection("127.0.0.1", self._port))
+
+    async def close(self) -> None:
+        while not self._free.empty():
+            _, writer = self._free.get_nowait()
+            writer.close()
+
+    async def post(self, path: str, body: bytes) -> int:
+        """Send one POST; its status code."""
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {self._key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        reader, writer = await self._free.get()
+        try:
+            writer.write(head.encode() + body)
+            headers = await reader.readuntil(b"\r\n\r\n")
+            status = int(headers.split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in headers.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            return status
+        finally:
+            self._free.put_nowait((reader, writer))
+
+
+async def single_submits(client: RawClient, rate: float, seconds: float) -> dict[str, Any]:
     """Open-loop single submits at `rate`/s; latency percentiles in ms."""
     n = int(rate * seconds)
+    bodies = [json.dumps(_job(i)).encode() for i in range(n)]
     latencies: list[float] = []
     errors: dict[int, int] = {}
     loop = asyncio.get_running_loop()
@@ -95,10 +137,10 @@ async def single_submits(http: httpx.AsyncClient, rate: float, seconds: float) -
     async def one(i: int) -> None:
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - loop.time()))
-        response = await http.post("/v1/jobs", json=_job(i))
+        status = await client.post("/v1/jobs", bodies[i])
         latencies.append((loop.time() - due) * 1000)
-        if response.status_code != 201:
-            errors[response.status_code] = errors.get(response.status_code, 0) + 1
+        if status != 201:
+            errors[status] = errors.get(status, 0) + 1
 
     began = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -168,10 +210,13 @@ async def main(args: argparse.Namespace, url: str) -> None:
                 base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits, timeout=30
             ) as http:
                 await _wait_ready(http, proc)
-                await single_submits(http, 50, 2)  # warm up connections and caches
+                raw = RawClient(port, key, connections=32)
+                await raw.open()
+                await single_submits(raw, 50, 2)  # warm up connections and caches
                 print(f"Machine: {common.machine(url)}")
                 cpu0, t0 = _cpu_s(proc.pid), time.perf_counter()
-                single = await single_submits(http, args.rate, args.seconds)
+                single = await single_submits(raw, args.rate, args.seconds)
+                await raw.close()
                 single["server CPU %"] = (
                     100 * (_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - t0)
                 )

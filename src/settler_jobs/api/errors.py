@@ -6,6 +6,7 @@ state conflict 409, bad input 422, Redis down 503 with Retry-After.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -42,7 +43,10 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-def _handler(status: int, code: str):  # type: ignore[no-untyped-def]
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def _handler(status: int, code: str) -> Handler:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)} if status == 503 else None
         return error_response(status, code, str(exc), headers)

@@ -23,7 +23,7 @@ Limit = Annotated[int, Query(ge=1, le=dlq.MAX_PAGE)]
 Before = Annotated[str | None, Query(min_length=1, max_length=64, description="Last id seen.")]
 KindFilter = Annotated[str | None, Query(min_length=1, max_length=64)]
 TenantFilter = Annotated[str | None, Query(min_length=1, max_length=64)]
-Actor = Field(default="operator", min_length=1, max_length=dlq.MAX_NAME)
+Actor = Annotated[str, Field(min_length=1, max_length=dlq.MAX_NAME)]
 
 
 class RetryIn(BaseModel):
@@ -31,7 +31,7 @@ class RetryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     data: dict[str, Any] | None = None
-    actor: str = Actor
+    actor: Actor = "operator"
 
 
 class ResolveIn(BaseModel):
@@ -39,7 +39,7 @@ class ResolveIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     note: str = Field(default="", max_length=dlq.MAX_NOTE)
-    actor: str = Actor
+    actor: Actor = "operator"
 
 
 class RetriedOut(BaseModel):

@@ -15,6 +15,7 @@ from settler_jobs import (
     cli_reconciliations,
     cli_retention,
     cli_schedules,
+    cli_tenants,
     cli_webhooks,
     logs,
 )
@@ -53,6 +54,8 @@ app.add_typer(cli_schedules.app, name="schedules")
 app.add_typer(cli_cache.app, name="cache")
 app.add_typer(cli_retention.app, name="retention")
 app.add_typer(cli_email.app, name="email")
+app.add_typer(cli_tenants.tenants_app, name="tenants")
+app.add_typer(cli_tenants.keys_app, name="keys")
 
 
 def _kinds(raw: str | None) -> list[str] | None:
@@ -62,12 +65,23 @@ def _kinds(raw: str | None) -> list[str] | None:
 @app.command()
 def up(
     kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
+    api: Annotated[bool, typer.Option(help="Serve the HTTP API (SETTLER_API_PORT).")] = True,
 ) -> None:
-    """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers."""
+    """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers,
+    and the HTTP API."""
     from settler_jobs import runner
 
     logs.setup()
-    call(runner.serve(Settings(), _kinds(kinds), migrate=True))
+    call(runner.serve(Settings(), _kinds(kinds), migrate=True, api=api))
+
+
+@app.command("api")
+def api_command() -> None:
+    """Serve only the HTTP API (uvicorn) on SETTLER_API_HOST:SETTLER_API_PORT."""
+    from settler_jobs.api.server import serve_api
+
+    logs.setup()
+    call(serve_api(Settings()))
 
 
 @app.command()

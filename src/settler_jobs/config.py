@@ -190,10 +190,50 @@ class Settings(BaseSettings):
         check_sender(value)  # UnsafeEmail is a ValueError: a clear settings error
         return value
 
+    api_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds.")
+    api_port: int = Field(
+        default=8000, ge=0, le=65535, description="HTTP API port; 0 keeps `up` from serving it."
+    )
+    api_max_body_bytes: int = Field(
+        default=1_048_576, gt=0, description="Largest request body the API reads (413 above)."
+    )
+    api_redis_timeout_s: float = Field(
+        default=0.8, gt=0, le=5, description="Redis connect/command timeout of API requests."
+    )
+    api_rate_limits: dict[str, float] = Field(
+        default_factory=lambda: {
+            "free": 5.0,
+            "starter": 20.0,
+            "growth": 50.0,
+            "scale": 200.0,
+            "enterprise": 500.0,
+        },
+        description="Requests per second per tenant, by tier (JSON); 0 = unlimited.",
+    )
+    api_rate_burst_s: float = Field(
+        default=2.0, gt=0, description="Seconds of requests a tenant may send at once."
+    )
+    operator_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the operator (admin) API routes; unset = off."
+    )
+    worker_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often a worker process announces itself in Redis."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("api_rate_limits")
+    @classmethod
+    def _tier_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        from settler_jobs.domain import Tier
+
+        rates = {Tier.parse(name).value: float(rate) for name, rate in value.items()}
+        if any(rate < 0 for rate in rates.values()):
+            raise ValueError("rate limits must not be negative")
+        return rates
 
     @property
     def sqlite_url(self) -> str:

@@ -340,6 +340,24 @@ class JobQueue:
                 out.append(QueueCounts(name, counts, now_ms - oldest if oldest else None))
         return out
 
+    async def finished_since(self, window_s: float) -> dict[str, tuple[int, int]]:
+        """Per lane: jobs (completed, failed) in the last `window_s` seconds.
+
+        Counted from the finished sets (scored by finish time), so jobs already trimmed
+        by `keep_completed_count` are not counted.
+        """
+        since = int(time.time() * 1000) - round(window_s * 1000)
+        queues = self._registry.queues()
+        async with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for name in queues:
+                pipe.zcount(self._key(name, "completed"), since, "+inf")
+                pipe.zcount(self._key(name, "failed"), since, "+inf")
+            replies = await pipe.execute()
+        return {
+            name: (int(replies[2 * i]), int(replies[2 * i + 1])) for i, name in enumerate(queues)
+        }
+
     async def _oldest_waiting(self, queue: str) -> int | None:
         # Each priority level is FIFO, so its first member is its oldest job: the
         # oldest waiting job is the oldest of those heads (plus the plain wait list).

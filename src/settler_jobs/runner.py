@@ -6,13 +6,16 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from settler_jobs.config import Settings
 from settler_jobs.kinds import Registry
 from settler_jobs.metrics import Metrics
 from settler_jobs.services import open_services
 from settler_jobs.worker import WorkerRuntime
+
+if TYPE_CHECKING:
+    from settler_jobs.api.server import EmbeddedApi
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -34,8 +37,12 @@ async def serve(
     *,
     migrate: bool,
     registry: Registry | None = None,
+    api: bool = False,
 ) -> None:
-    """Run workers (and embedded services) until SIGTERM/SIGINT; a second signal cuts short."""
+    """Run workers (and embedded services) until SIGTERM/SIGINT; a second signal cuts short.
+
+    With `api` (and SETTLER_API_PORT not 0) the HTTP API serves on the same event loop.
+    """
     async with open_services(settings, registry, migrate=migrate) as services:
         registry = services.registry.select(kinds) if kinds else services.registry
         metrics = Metrics()
@@ -43,6 +50,11 @@ async def serve(
             metrics.serve(settings.metrics_host, settings.metrics_port)
         runtime = WorkerRuntime(settings, registry, services.redis_url, services.sessions, metrics)
         await runtime.start()
+        try:
+            http = await _start_api(settings, services.registry) if api else None
+        except BaseException:
+            await runtime.stop(0)
+            raise
         log.info(
             "settler.started",
             extra={
@@ -52,12 +64,15 @@ async def serve(
                 "metrics": f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
                 if settings.metrics_port
                 else "off",
+                "api": http.url if http else "off",
             },
         )
         stop, force = asyncio.Event(), asyncio.Event()
         _on_signals(stop, force)
         await stop.wait()
         log.info("settler.stopping", extra={"grace_s": settings.shutdown_grace_s})
+        if http is not None:
+            await http.stop()
         stopping = asyncio.ensure_future(runtime.stop())
         forced = asyncio.ensure_future(force.wait())
         await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
@@ -67,6 +82,16 @@ async def serve(
         forced.cancel()
         clean = await stopping
         log.info("settler.stopped", extra={"clean": clean})
+
+
+async def _start_api(settings: Settings, registry: Registry) -> EmbeddedApi | None:
+    if not settings.api_port:
+        return None
+    from settler_jobs.api.server import EmbeddedApi
+
+    http = EmbeddedApi(settings, registry)
+    await http.start()
+    return http
 
 
 def _on_signals(stop: asyncio.Event, force: asyncio.Event) -> None:

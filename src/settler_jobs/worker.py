@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dead_letters, envelope, schedules
+from settler_jobs import dead_letters, envelope, heartbeat, schedules
 from settler_jobs.config import Settings
 from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
@@ -67,6 +68,9 @@ class WorkerRuntime:
         self._cancel_requested: set[tuple[str, str]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._threads = ThreadPoolExecutor(settings.blocking_threads, "settler-handler")
+        self.worker_id = heartbeat.new_worker_id()
+        self._beats = redis_client(redis_url, settings, max_connections=2)
+        self._started_ms = heartbeat.now_ms()
 
     @property
     def lanes(self) -> list[str]:
@@ -95,7 +99,13 @@ class WorkerRuntime:
                 )
                 lane.start()
                 self._lanes.append(lane)
-        loops = (self._listen_for_cancels, self._sweep_loop, self._depth_loop, self._stats_loop)
+        loops = (
+            self._listen_for_cancels,
+            self._sweep_loop,
+            self._depth_loop,
+            self._stats_loop,
+            self._beat_loop,
+        )
         for loop in (*loops, self._register_schedules):
             self._background.append(asyncio.create_task(loop(), name=loop.__name__))
         for kind in self.registry:
@@ -124,6 +134,11 @@ class WorkerRuntime:
             await asyncio.wait_for(self.resources.aclose(), _STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._queue.close(), _STOP_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            prefix = self.settings.queue_prefix
+            await asyncio.wait_for(heartbeat.forget(self._beats, prefix, self.worker_id), 2.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._beats.aclose(), _STOP_TIMEOUT_S)
         return all(results)
 
     def interrupt(self) -> None:
@@ -291,6 +306,30 @@ class WorkerRuntime:
             except Exception:
                 log.exception("schedules.register_failed")
                 await asyncio.sleep(30.0)
+
+    def info(self) -> heartbeat.WorkerInfo:
+        """What this process announces in its heartbeat."""
+        return heartbeat.WorkerInfo(
+            id=self.worker_id,
+            host=heartbeat.host_name(),
+            pid=os.getpid(),
+            lanes=tuple(self.lanes),
+            concurrency=sum(
+                kind.concurrency + self.settings.express_concurrency for kind in self.registry
+            ),
+            running=len(self._inflight),
+            started_at_ms=self._started_ms,
+            beat_at_ms=heartbeat.now_ms(),
+        )
+
+    async def _beat_loop(self) -> None:
+        interval = self.settings.worker_heartbeat_s
+
+        async def once() -> None:
+            await heartbeat.beat(self._beats, self.settings.queue_prefix, self.info(), interval)
+            await asyncio.sleep(interval)
+
+        await _forever(once)
 
     async def _depth_loop(self) -> None:
         async def once() -> None:

@@ -32,6 +32,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "SETTLER_DATA_DIR": str(settings.data_dir),
         "DATABASE_URL": settings.effective_database_url,
         "SETTLER_METRICS_PORT": "0",
+        "SETTLER_API_PORT": "0",
     }
 
 

@@ -20,8 +20,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-import settler_jobs.storage.email_tables
-import settler_jobs.storage.webhook_tables  # noqa: F401 - every table in Base.metadata
+import settler_jobs.storage.schema  # noqa: F401 - every table in Base.metadata
 from settler_jobs.config import normalise_database_url
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import settler_jobs.storage.schedule_tables  # noqa: F401 - the schema holds it too
+import settler_jobs.storage.schema  # noqa: F401 - the whole schema, as migrated
 from settler_jobs import errors
 from settler_jobs import webhook_delivery_log as wl
 from settler_jobs import webhook_endpoints as we

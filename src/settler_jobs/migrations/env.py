@@ -15,11 +15,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection
 
-# Imported for their side effect: they register their tables on Base.metadata.
-import settler_jobs.storage.email_tables
-import settler_jobs.storage.reconcile_tables
-import settler_jobs.storage.schedule_tables
-import settler_jobs.storage.webhook_tables  # noqa: F401
+import settler_jobs.storage.schema  # noqa: F401 - registers every table on Base.metadata
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base
 

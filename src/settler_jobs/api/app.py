@@ -1,0 +1,109 @@
+"""The application factory: `create_app(settings)` -> FastAPI, services opened in its lifespan.
+
+Routers are mounted from `ROUTERS`, one module per capability: exports and
+reconciliations add theirs there when they exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+from fastapi import APIRouter, FastAPI
+from prometheus_client import CollectorRegistry
+
+from settler_jobs import __version__
+from settler_jobs.api import errors
+from settler_jobs.api.deps import ApiContext
+from settler_jobs.api.middleware import ApiMetrics, BodyLimit, RequestMetrics
+from settler_jobs.api.ratelimit import RateLimiter
+from settler_jobs.api.routers import dlq, health, jobs, queues, webhooks
+from settler_jobs.config import Settings
+from settler_jobs.keyring import secret_box
+from settler_jobs.kinds import Registry
+from settler_jobs.net_guard import Resolver
+from settler_jobs.redis_server import redis_client
+from settler_jobs.resources import outbound_policy
+from settler_jobs.services import open_services
+from settler_jobs.tenants import TenantDirectory
+from settler_jobs.webhooks import Webhooks
+
+API_PREFIX: Final = "/v1"
+ROUTERS: Final[tuple[APIRouter, ...]] = (
+    jobs.router,
+    queues.router,
+    dlq.router,
+    dlq.admin_router,
+    webhooks.router,
+)
+"""Versioned routers, mounted under /v1 (health and metrics sit at the root)."""
+
+
+def api_settings(settings: Settings) -> Settings:
+    """The settings with Redis timeouts short enough to answer 503 within 2 s."""
+    timeout = settings.api_redis_timeout_s
+    return settings.model_copy(
+        update={
+            "redis_connect_timeout_s": min(settings.redis_connect_timeout_s, timeout),
+            "redis_command_timeout_s": min(settings.redis_command_timeout_s, timeout),
+        }
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    migrate: bool = True,
+    resolver: Resolver | None = None,
+) -> FastAPI:
+    """The HTTP API over `settings`; Redis may be down at start (requests then answer 503).
+
+    `resolver` replaces DNS for webhook URL checks (tests).
+    """
+    metrics_registry = CollectorRegistry()
+    metrics = ApiMetrics(metrics_registry)
+    own = api_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(own, registry, migrate=migrate, check_redis=False) as services:
+            client = redis_client(services.redis_url, own)
+            hooks = Webhooks(
+                services.sessions,
+                services.queue,
+                secret_box(own),
+                outbound_policy(own),
+                resolver=resolver,
+            )
+            app.state.ctx = ApiContext(
+                settings=own,
+                services=services,
+                redis=client,
+                directory=TenantDirectory(services.sessions),
+                limiter=RateLimiter(client, own),
+                webhooks=hooks,
+                metrics_registry=metrics_registry,
+                metrics=metrics,
+            )
+            try:
+                yield
+            finally:
+                await client.aclose()
+
+    app = FastAPI(
+        title="Settler Jobs",
+        version=__version__,
+        description="Tenant-aware background jobs: submit and steer jobs, queues, "
+        "dead letters and webhooks.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    # Added last, so it runs first: nothing reads a body past the limit.
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    return app

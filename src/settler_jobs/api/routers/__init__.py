@@ -1,0 +1,1 @@
+"""One router module per capability; `app.ROUTERS` lists the ones mounted."""

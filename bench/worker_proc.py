@@ -2,9 +2,10 @@
 
 Protocol on stdin/stdout, so start-up time is never timed: the process imports and
 builds everything, prints `ready`, waits for a `go` line, runs, and on a `stop` line
-(or EOF) shuts down and prints one JSON line: its CPU seconds between go and stop, and
-the submit-to-start latency of every job it started whose data has `submittedAt`
-(our enterprise jobs listed apart). With --hold, our shared-lane jobs block until stop.
+(or EOF) shuts down and prints one JSON line: its CPU seconds between go and stop, the
+submit-to-start latency of every job it started whose data has `submittedAt` (our
+enterprise jobs listed apart), how many jobs it started and how many it saw stalled.
+With --hold, our shared-lane jobs block until stop.
 
     python bench/worker_proc.py --mode ours --redis-url redis://... --prefix bench-x
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import resource
 import sys
 import tempfile
@@ -39,17 +41,23 @@ def _cpu_s() -> float:
 
 
 class Recorder:
-    """Start - submit time of each job whose data carries `submittedAt` (epoch seconds)."""
+    """Start - submit time of each job whose data carries `submittedAt` (epoch seconds).
 
-    def __init__(self, hold: bool) -> None:
+    With `count_only`, only the number of starts is kept (long runs: flat memory).
+    """
+
+    def __init__(self, hold: bool, count_only: bool = False) -> None:
         self.latencies: list[float] = []
         self.express: list[float] = []
         self.hold = hold
+        self.count_only = count_only
+        self.starts = 0
         self.release = asyncio.Event()
 
     def note(self, data: Any, express: bool = False) -> None:
+        self.starts += 1
         submitted = data.get("submittedAt") if isinstance(data, dict) else None
-        if isinstance(submitted, float | int):
+        if isinstance(submitted, float | int) and not self.count_only:
             (self.express if express else self.latencies).append(time.time() - submitted)
 
     async def handler(self, payload: Any, ctx: JobContext) -> None:
@@ -59,13 +67,27 @@ class Recorder:
             await self.release.wait()
 
 
+class StalledCounter(logging.Handler):
+    """Counts the job ids the lane loop reports as stalled (moved back or failed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.jobs = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "lane.stalled":
+            self.jobs += len(record.__dict__.get("jobs") or [])
+
+
 async def _line() -> str:
     line: str = await asyncio.to_thread(sys.stdin.readline)
     return line.strip()
 
 
 async def main(args: argparse.Namespace) -> None:
-    recorder = Recorder(args.hold)
+    recorder = Recorder(args.hold, args.count_only)
+    stalled = StalledCounter()
+    logging.getLogger("settler_jobs.lane_loop").addHandler(stalled)
     tmp = tempfile.TemporaryDirectory(prefix="settler-bench-")
     cfg = settings(args.redis_url, args.prefix, Path(tmp.name), keep_completed_count=args.keep)
     if args.mode == "ours":
@@ -98,7 +120,13 @@ async def main(args: argparse.Namespace) -> None:
         await worker.close()
         await asyncio.gather(running, return_exceptions=True)
     tmp.cleanup()
-    out = {"cpu_s": cpu, "latencies": recorder.latencies, "express": recorder.express}
+    out = {
+        "cpu_s": cpu,
+        "latencies": recorder.latencies,
+        "express": recorder.express,
+        "starts": recorder.starts,
+        "stalled": stalled.jobs,
+    }
     print(json.dumps(out), flush=True)
 
 
@@ -110,6 +138,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--keep", type=int, default=1_000_000, help="completed jobs kept (ours)")
     p.add_argument("--hold", action="store_true", help="ours: non-enterprise jobs wait for stop")
+    p.add_argument("--count-only", action="store_true", help="count starts, keep no latencies")
     return p.parse_args(argv)
 
 

@@ -1,11 +1,11 @@
 """A pipelined Redis connection: one socket, many commands in flight, hiredis parsing.
 
 redis-py's asyncio client sends one command and waits for its reply before the next
-(bullmq forces a single connection, so a worker has one command in flight). Here every
-command issued during one event-loop iteration goes out in a single write, replies are
-matched to callers in FIFO order, and Redis reads and answers them in batches: the
-model of ioredis. A worker lane uses one of these for its scripts and one more for its
-blocking marker wait.
+(bullmq forces a single connection, so a worker has one command in flight). Here the
+first command of an event-loop iteration is written at once and the rest of that
+iteration's commands in one write at its end; replies are matched to callers in FIFO
+order, and Redis reads and answers them in batches: the model of ioredis. A worker lane
+uses one of these for its scripts and one more for its blocking marker wait.
 
 A dropped socket fails every command in flight with `redis.ConnectionError`; the next
 command reconnects. Nothing is re-sent automatically: whether a script ran is unknown
@@ -146,8 +146,13 @@ class PipelinedConnection:
             raise ConnectionError("Redis connection lost")
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._protocol.waiters.append(waiter)
-        self._buffer.append(packed)
-        if not self._flush_scheduled:
+        if self._flush_scheduled:
+            self._buffer.append(packed)
+        else:
+            # The first command of a loop iteration goes out at once, so Redis works on
+            # it while we run; the ones after it wait for the iteration's end, one write.
+            assert self._transport is not None
+            self._transport.write(packed)
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         return waiter

@@ -2,7 +2,8 @@
 run twice are at most the ones that were in flight.
 
 Pre-fills N seed-shaped jobs, starts worker A (one LaneWorker lane, 10,000 slots, each
-job held `--hold` seconds) and SIGKILLs it once 10,000 jobs are active. Then worker B
+job held `--hold` seconds) and SIGKILLs it once 10,000 jobs are active and as many have
+completed. Then worker B
 (100 slots, no hold) recovers: the stalled check hands A's jobs back once their locks
 expire. Every start is journaled ("<job id>" per line, one file per worker), so the
 jobs run twice are counted exactly. Locks last 5 s and the stalled check runs every 2 s
@@ -113,7 +114,15 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         lane = f"{prefix}:{workload.KIND}"
         a = worker(url, prefix, tmp, "a", args.inflight, args.hold)
-        took = wait_for(lambda: client.llen(f"{lane}:active") >= args.inflight, "A", 120)
+        # A full house, after a first wave has completed (those must not run again).
+        took = wait_for(
+            lambda: (
+                client.llen(f"{lane}:active") >= args.inflight
+                and client.zcard(f"{lane}:completed") >= args.inflight
+            ),
+            "A",
+            120,
+        )
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
         in_flight = int(client.llen(f"{lane}:active"))

@@ -1,4 +1,5 @@
-"""A benchmark worker process: our `WorkerRuntime` or a stock `bullmq.Worker` on one kind.
+"""A benchmark worker process: our `WorkerRuntime`, our bare `LaneWorker` (mode `lane`) or
+a stock `bullmq.Worker`, on one kind.
 
 Protocol on stdin/stdout, so start-up time is never timed: the process imports and
 builds everything, prints `ready`, waits for a `go` line, runs, and on a `stop` line
@@ -29,6 +30,9 @@ from common import settings
 from settler_jobs.domain import Tier
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.queue import ActiveJob, LaneWorker
+from settler_jobs.records import JobRecord
+from settler_jobs.redis_server import redis_client
 from settler_jobs.runner import run
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.worker import WorkerRuntime
@@ -94,6 +98,24 @@ async def main(args: argparse.Namespace) -> None:
         kind = JobKind(KIND, recorder.handler, concurrency=args.concurrency)
         engine = create_engine(cfg.effective_database_url)
         runtime = WorkerRuntime(cfg, Registry([kind]), args.redis_url, session_factory(engine))
+    elif args.mode == "lane":
+        # The adapter alone: one LaneWorker, no WorkerRuntime (envelope, metrics, timeouts).
+        async def note(active: ActiveJob) -> None:
+            recorder.note(active.data)
+
+        async def dead(record: JobRecord) -> None:
+            return None
+
+        client = redis_client(args.redis_url, cfg, patient=True)
+        lane = LaneWorker(
+            KIND,
+            KIND,
+            note,
+            concurrency=args.concurrency,
+            client=client,
+            settings=cfg,
+            on_dead=dead,
+        )
     else:
 
         async def process(job: Any, token: str) -> None:
@@ -107,6 +129,8 @@ async def main(args: argparse.Namespace) -> None:
     cpu0 = _cpu_s()
     if args.mode == "ours":
         await runtime.start()
+    elif args.mode == "lane":
+        lane.start()
     else:
         running = asyncio.ensure_future(worker.run())
     while await _line() not in ("stop", ""):
@@ -116,6 +140,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.mode == "ours":
         await runtime.stop(grace_s=5)
         await engine.dispose()
+    elif args.mode == "lane":
+        await lane.close(5)
+        await client.aclose()
     else:
         await worker.close()
         await asyncio.gather(running, return_exceptions=True)
@@ -132,7 +159,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--mode", choices=("ours", "bare"), required=True)
+    p.add_argument("--mode", choices=("ours", "lane", "bare"), required=True)
     p.add_argument("--redis-url", required=True)
     p.add_argument("--prefix", required=True)
     p.add_argument("--concurrency", type=int, default=10)

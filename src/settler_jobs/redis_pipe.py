@@ -7,7 +7,8 @@ iteration's commands in one write at its end; replies are matched to callers in 
 order, and Redis reads and answers them in batches: the model of ioredis. A worker lane
 uses one of these for its scripts and one more for its blocking marker wait.
 
-A dropped socket fails every command in flight with `redis.ConnectionError`; the next
+A dropped socket fails every command in flight with `redis.ConnectionError`, and so
+do replies saying a command was not run (LOADING, BUSY, READONLY, ...); the next
 command reconnects. Nothing is re-sent automatically: whether a script ran is unknown
 to the caller, who must resend it knowing that (bullmq's scripts answer a repeat with
 an error code instead of acting twice).
@@ -22,12 +23,18 @@ import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 
 Arg = str | bytes | int | float
 
@@ -87,7 +94,10 @@ class _Protocol(asyncio.Protocol):
             if waiter.done():  # its caller was cancelled: the reply is dropped
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                waiter.set_exception(_error(str(reply)))
+                message = str(reply)
+                waiter.set_exception(_error(message))
+                if message.startswith("READONLY"):  # a replica now: reconnect to the primary
+                    asyncio.get_running_loop().call_soon(self._pipe.drop)
             else:
                 waiter.set_result(reply)
 
@@ -101,9 +111,17 @@ def _pack(args: Sequence[Arg]) -> bytes:
     return packed
 
 
-def _error(message: str) -> ResponseError:
-    if message.startswith("NOSCRIPT"):
+# Replies saying the command was not run and may be sent again (after a reconnect).
+_NOT_RUN: Final = frozenset({"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN"})
+
+
+def _error(message: str) -> RedisError:
+    """The exception of an error reply; "not run, try again" ones are connection errors."""
+    code = message.split(" ", 1)[0]
+    if code == "NOSCRIPT":
         return NoScriptError(message)
+    if code in _NOT_RUN:
+        return BusyLoadingError(message)
     return ResponseError(message)
 
 

@@ -8,6 +8,7 @@ options, id rules and `UnrecoverableError` stop here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import string
@@ -517,8 +518,9 @@ FailureHook = Callable[[JobRecord], Awaitable[None]]
 class LaneWorker:
     """Runs one queue's jobs through `processor` on our lane loop (lane_loop.py).
 
-    BullMQ's locks, stalled checks, retries and events, with fetch-next and a pipelined
-    connection; `bullmq.Worker` itself is no longer used.
+    BullMQ's locks, stalled checks and retries, with fetch-next and a pipelined
+    connection; `bullmq.Worker` itself is no longer used. The lane owns `client` and
+    closes it in `close`.
     """
 
     def __init__(
@@ -631,6 +633,8 @@ class LaneWorker:
         if stuck:
             await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
             clean = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.aclose(), _CLOSE_TIMEOUT_S)
         return clean
 
 

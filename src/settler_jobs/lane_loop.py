@@ -16,7 +16,9 @@ Locks are renewed by bullmq's LockManager, stalled jobs moved by its stalled-job
 script (at start, then every stalledInterval), failures and retries decided as in
 bullmq's `Job.moveToFailed`. A finish script answering "no lock / not active / no job"
 means the job was finished elsewhere (its lock expired, or our own earlier send went
-through before the connection dropped): it is logged, never failed.
+through before the connection dropped): it is logged, never failed. When a dropped
+connection loses a reply that may have carried the slot's next job, the slot looks for
+a job locked with its token and runs it (`_adopt`), rather than leave it to stall.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from bullmq.custom_errors import DelayedError, WaitingChildrenError
 from bullmq.job_scheduler import JobScheduler
 from bullmq.lock_manager import LockManager
 from bullmq.redis_connection import RedisConnection
-from bullmq.scripts import raw2NextJobData
+from bullmq.scripts import array2obj, raw2NextJobData
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, RedisError
 
@@ -277,9 +279,13 @@ class LaneLoop:
             return None
         job.returnvalue = result
         job.attemptsMade += 1
+        if fetch and not args[5]:  # resent after a drop: the lost reply may have held a job
+            orphan = await self._adopt(token)
+            if orphan is not None:
+                return orphan
         if reply:
             return await self._next(raw2NextJobData(reply), token)
-        if fetch:
+        if fetch and reply == 0:
             self._drained = True
         return None
 
@@ -348,8 +354,8 @@ class LaneLoop:
                 reply = await script(keys, args)
                 break
             except (ConnectionError, OSError) as exc:
-                # Unknown whether it ran: resend. A repeat answers "finished elsewhere".
-                # A job its lost reply carried is recovered by the stalled check.
+                # Unknown whether it ran: resend. A repeat answers "finished elsewhere";
+                # a job its lost reply carried is adopted by the caller (see _adopt).
                 if fetch_next_at >= 0:
                     args[fetch_next_at] = ""
                 pause = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
@@ -386,10 +392,46 @@ class LaneLoop:
                 except (RedisError, OSError) as exc:
                     log.warning("lane.fetch_failed", extra={"queue": self.queue, "error": str(exc)})
                     await self._nap(self._o.retry_s)
+                    if isinstance(exc, ConnectionError | OSError):
+                        orphan = await self._adopt(token)
+                        if orphan is not None:
+                            return orphan
                     continue
                 job = await self._next(raw, token)
                 if job is not None:
                     return job
+        return None
+
+    async def _adopt(self, token: str) -> Any:
+        """The job a lost fetch reply moved to active for this slot, if any.
+
+        It is locked with the slot's token and no slot runs it. Without this it would
+        wait for its lock to expire and come back through the stalled check (one stall).
+        """
+        for attempt, pause in enumerate(_RETRY_S * 2):
+            try:
+                return await self._find_orphan(token)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "lane.adopt_failed",
+                    extra={"queue": self.queue, "error": str(exc), "attempt": attempt},
+                )
+                await asyncio.sleep(pause)
+        return None
+
+    async def _find_orphan(self, token: str) -> Any:
+        base = self._keys[""]
+        ids = await self.pipe.execute("LRANGE", self._keys["active"], 0, -1)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            locks = await self.pipe.execute("MGET", *(f"{base}{i}:lock" for i in chunk))
+            for job_id, lock in zip(chunk, locks, strict=True):
+                if lock != token or job_id in self._locks.tracked_jobs:
+                    continue
+                raw = await self.pipe.execute("HGETALL", base + job_id)
+                if raw:
+                    log.info("lane.adopted", extra={"queue": self.queue, "job_id": job_id})
+                    return await self._next([array2obj(raw), job_id, 0, 0], token)
         return None
 
     async def _next(self, raw: list[Any], token: str) -> Any:

@@ -144,8 +144,9 @@ async def main(args: argparse.Namespace) -> None:
         await lane.close(5)
         await client.aclose()
     else:
-        await worker.close()
-        await asyncio.gather(running, return_exceptions=True)
+        # Bounded: the stock worker's close has been seen to hang (its blocking wait).
+        closing = asyncio.ensure_future(worker.close())
+        await asyncio.wait({closing, running}, timeout=10, return_when=asyncio.ALL_COMPLETED)
     tmp.cleanup()
     out = {
         "cpu_s": cpu,

@@ -6,7 +6,7 @@ loop: a slow submit does not delay the next one). Each job carries its submit ti
 time.time() - submittedAt when it starts. Both run on this machine's clock.
 
     python bench/latency.py                         # 100 jobs/s for 30 s, 3 runs
-    python bench/latency.py --rate 500 --seconds 10 --modes ours bare
+    python bench/latency.py --rate 500 --seconds 10 --modes ours bare node
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30, help="submit duration (default 30)")
     p.add_argument("--runs", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--concurrency", type=int, default=10, help="worker slots (default 10)")
-    p.add_argument("--modes", nargs="+", default=["ours"], choices=("ours", "bare"))
+    p.add_argument("--modes", nargs="+", default=["ours"], choices=("ours", "bare", "node"))
     args = p.parse_args()
     results: dict[str, list[tuple[list[float], list[float]]]] = {m: [] for m in args.modes}
     with common.redis_for(args) as url:

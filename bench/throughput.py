@@ -1,18 +1,21 @@
-"""No-op job throughput: our WorkerRuntime vs a stock bullmq.Worker, 1 and 2 processes.
+"""No-op job throughput: our WorkerRuntime vs a stock bullmq.Worker vs BullMQ for Node.
 
-Each trial pre-fills N jobs (ours: JobQueue.submit_bulk; bare: Queue.addBulk with the
-same data and options), starts the worker processes (bench/worker_proc.py) and times
-until the lane's completed set holds N jobs. Configurations run interleaved; the table
-gives medians. Redis CPU per job comes from INFO cpu, worker CPU from getrusage.
+Each trial pre-fills N jobs (ours: JobQueue.submit_bulk; others: Queue.addBulk with the
+same data and options), starts the worker processes (bench/worker_proc.py, or
+bench/node_worker.cjs for node; mode `lane` is our LaneWorker without WorkerRuntime) and
+times until the lane's completed set holds N jobs. Configurations run interleaved; the
+table gives medians. Redis CPU per job comes from INFO cpu, worker CPU from getrusage
+(Node: process.cpuUsage).
 
-    python bench/throughput.py                # N=12000, 3 rounds, concurrency 10
-    python bench/throughput.py --jobs 20000   # the issue's protocol (~4.5 min)
-    python bench/throughput.py --concurrency 50 --procs 1
+    python bench/throughput.py                # N=12000, 3 rounds, concurrency 10, ours+bare
+    python bench/throughput.py --jobs 20000 --procs 1 --concurrency 10 50 100 \
+        --modes ours bare node                # issue #7's side-by-side matrix
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +26,14 @@ import common
 import workload
 from settler_jobs.runner import run
 
+MODES = ("ours", "lane", "bare", "node")
+
 
 @dataclass
 class Trial:
     mode: str
     procs: int
+    concurrency: int
     seconds: float
     redis_cpu_s: float
     worker_cpu_s: float
@@ -40,10 +46,10 @@ def calls_in(stats: dict[str, Any], command: str | None = None) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if command in (None, k))
 
 
-def trial(url: str, mode: str, procs: int, args: argparse.Namespace) -> Trial:
+def trial(url: str, mode: str, procs: int, conc: int, args: argparse.Namespace) -> Trial:
     with common.scoped_prefix(url, mode) as prefix:
         run(workload.prefill(url, prefix, mode, args.jobs, args.jobs + 1000))
-        workers = workload.Workers(url, prefix, mode, procs, args.concurrency)
+        workers = workload.Workers(url, prefix, mode, procs, conc)
         client = redis.Redis.from_url(url)
         completed, failed = (
             f"{prefix}:{workload.KIND}:completed",
@@ -66,24 +72,25 @@ def trial(url: str, mode: str, procs: int, args: argparse.Namespace) -> Trial:
         evalsha = calls_in(stats, "cmdstat_evalsha") - calls_in(stats0, "cmdstat_evalsha")
         nfailed = int(client.zcard(failed))
         client.close()
-    return Trial(mode, procs, seconds, redis_cpu, worker_cpu, calls, evalsha, nfailed)
+    return Trial(mode, procs, conc, seconds, redis_cpu, worker_cpu, calls, evalsha, nfailed)
 
 
 def report(trials: list[Trial], n: int) -> None:
     rows = []
-    rates: dict[tuple[str, int], float] = {}
-    for procs in sorted({t.procs for t in trials}):
-        for mode in ("bare", "ours"):
-            mine = [t for t in trials if t.mode == mode and t.procs == procs]
+    rates: dict[tuple[str, int, int], float] = {}
+    configs = sorted({(t.procs, t.concurrency) for t in trials})
+    for procs, conc in configs:
+        for mode in MODES:
+            mine = [t for t in trials if (t.mode, t.procs, t.concurrency) == (mode, procs, conc)]
             if not mine:
                 continue
             runs = [n / t.seconds for t in mine]
-            rates[mode, procs] = common.median(runs)
+            rates[mode, procs, conc] = common.median(runs)
             rows.append(
                 [
-                    f"{mode} x{procs}",
+                    f"{mode} x{procs} c{conc}",
                     ", ".join(f"{r:,.0f}" for r in runs),
-                    rates[mode, procs],
+                    rates[mode, procs, conc],
                     common.median([t.redis_cpu_s / n * 1e6 for t in mine]),
                     common.median([t.worker_cpu_s / n * 1e6 for t in mine]),
                     common.median([t.evalsha / n for t in mine]),
@@ -91,20 +98,23 @@ def report(trials: list[Trial], n: int) -> None:
                     sum(t.failed for t in mine),
                 ]
             )
-    headers = ["worker x procs", "runs (jobs/s)", "median jobs/s", "Redis CPU µs/job"]
+    headers = ["worker x procs, slots", "runs (jobs/s)", "median jobs/s", "Redis CPU µs/job"]
     headers += ["worker CPU µs/job (all procs)", "EVALSHA/job", "Redis cmds/job (incl. Lua)"]
     headers += ["failed"]
     common.table(f"Throughput, {n:,} no-op jobs per run", headers, rows)
-    ratio_rows = [
-        [
-            f"x{p}",
-            rates["ours", p] / rates["bare", p],
-            "yes" if rates["ours", p] >= 0.9 * rates["bare", p] else "NO",
+    for other in ("bare", "node"):
+        ratio_rows = [
+            [f"x{p} c{c}", rates["ours", p, c] / rates[other, p, c]]
+            for p, c in configs
+            if ("ours", p, c) in rates and (other, p, c) in rates
         ]
-        for p in sorted({p for _, p in rates})
-        if ("ours", p) in rates and ("bare", p) in rates
-    ]
-    common.table("Ratio ours/bare (target >= 0.9)", ["procs", "ours/bare", "met"], ratio_rows)
+        if ratio_rows:
+            common.table(f"Ratio ours/{other}", ["procs, slots", f"ours/{other}"], ratio_rows)
+    best = {m: max((r for (mm, _, _), r in rates.items() if mm == m), default=0.0) for m in MODES}
+    for ours in ("ours", "lane"):
+        if best[ours] and best["node"]:
+            print(f"\nBest rates: {ours} {best[ours]:,.0f}, node {best['node']:,.0f} jobs/s: ")
+            print(f"{ours}/node = {best[ours] / best['node']:.2f} (target >= 1, stretch 1.25)")
 
 
 def main() -> None:
@@ -112,9 +122,11 @@ def main() -> None:
     common.add_redis_args(p)
     p.add_argument("--jobs", type=int, default=12_000, help="jobs per run (default 12000)")
     p.add_argument("--runs", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--concurrency", type=int, default=10, help="slots per process (default 10)")
+    p.add_argument(
+        "--concurrency", type=int, nargs="+", default=[10], help="slots per process (default 10)"
+    )
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts")
-    p.add_argument("--modes", nargs="+", default=["bare", "ours"], choices=("bare", "ours"))
+    p.add_argument("--modes", nargs="+", default=["bare", "ours"], choices=MODES)
     p.add_argument("--timeout", type=float, default=300, help="per-run limit in seconds")
     args = p.parse_args()
     trials = []
@@ -122,10 +134,17 @@ def main() -> None:
         print(common.machine(url))
         for rnd in range(args.runs):
             for procs in args.procs:
-                for mode in args.modes:
-                    t = trial(url, mode, procs, args)
-                    print(f"round {rnd + 1}: {mode} x{procs}: {args.jobs / t.seconds:,.0f} jobs/s")
-                    trials.append(t)
+                for conc in args.concurrency:
+                    for mode in args.modes:
+                        t = trial(url, mode, procs, conc, args)
+                        rate = args.jobs / t.seconds
+                        load = os.getloadavg()[0]
+                        print(
+                            f"round {rnd + 1}: {mode} x{procs} c{conc}: {rate:,.0f} jobs/s "
+                            f"(load {load:.2f})",
+                            flush=True,
+                        )
+                        trials.append(t)
     report(trials, args.jobs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,9 @@ from settler_jobs.redis_server import redis_client
 
 KIND = "bench-noop"
 WORKER_PROC = Path(__file__).with_name("worker_proc.py")
+NODE_WORKER = Path(__file__).with_name("node_worker.cjs")
+# BullMQ for Node: the interop tests' pinned install, installed there if missing.
+NODE_PROJECT = Path(__file__).resolve().parents[1] / "tests" / "interop" / "node"
 
 
 async def noop(payload: Any, ctx: JobContext) -> None:
@@ -99,16 +103,33 @@ def bare_job(i: int, keep: int, tier: Tier = Tier.GROWTH) -> dict[str, Any]:
     return {"name": KIND, "data": data, "opts": opts}
 
 
+def node_modules() -> Path:
+    """The node_modules folder holding npm bullmq (runs `npm ci` once if it is missing)."""
+    modules = NODE_PROJECT / "node_modules"
+    if not (modules / "bullmq").is_dir():
+        npm = ["npm", "ci", "--no-audit", "--no-fund"]
+        subprocess.run(npm, cwd=NODE_PROJECT, check=True, stdout=subprocess.DEVNULL)
+    return modules
+
+
 class Workers:
-    """Worker processes running bench/worker_proc.py (see its docstring for the protocol)."""
+    """Worker processes running bench/worker_proc.py (see its docstring for the protocol).
+
+    Mode `node` runs BullMQ for Node (bench/node_worker.cjs) with the same protocol.
+    """
 
     def __init__(
         self, url: str, prefix: str, mode: str, procs: int = 1, concurrency: int = 10, *extra: str
     ) -> None:
-        cmd = [sys.executable, str(WORKER_PROC), "--mode", mode, "--redis-url", url]
-        cmd += ["--prefix", prefix, "--concurrency", str(concurrency), *extra]
+        env = None
+        if mode == "node":
+            cmd = ["node", str(NODE_WORKER), url, prefix, KIND, str(concurrency)]
+            env = {**os.environ, "NODE_PATH": str(node_modules())}
+        else:
+            cmd = [sys.executable, str(WORKER_PROC), "--mode", mode, "--redis-url", url]
+            cmd += ["--prefix", prefix, "--concurrency", str(concurrency), *extra]
         self.procs = [
-            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             for _ in range(procs)
         ]
         for proc in self.procs:
@@ -137,7 +158,7 @@ class Workers:
 
 
 async def prefill(url: str, prefix: str, mode: str, n: int, keep: int) -> None:
-    """N no-op jobs: `ours` with JobQueue.submit_bulk, `bare` with Queue.addBulk (same shape)."""
+    """N no-op jobs: `ours` with JobQueue.submit_bulk, others with Queue.addBulk (same shape)."""
     if mode == "ours":
         with tempfile.TemporaryDirectory() as tmp:
             cfg = settings(url, prefix, Path(tmp), keep_completed_count=keep)

@@ -8,6 +8,7 @@ options, id rules and `UnrecoverableError` stop here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ from settler_jobs.domain import (
 )
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.lane_loop import LaneLoop, LaneOptions
 from settler_jobs.records import (
     BacklogScan,
     JobRecord,
@@ -744,7 +746,12 @@ FailureHook = Callable[[JobRecord], Awaitable[None]]
 
 
 class LaneWorker:
-    """Runs one queue's jobs through `processor` with BullMQ's locks and stalled checks."""
+    """Runs one queue's jobs through `processor` on our lane loop (lane_loop.py).
+
+    BullMQ's locks, stalled checks and retries, with fetch-next and a pipelined
+    connection; `bullmq.Worker` itself is no longer used. The lane owns `client` and
+    closes it in `close`.
+    """
 
     def __init__(
         self,
@@ -764,32 +771,28 @@ class LaneWorker:
         self._processor = processor
         self._on_dead = on_dead
         self._hooks: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._interrupted = False
-        self._worker = bullmq.Worker(
+        options = LaneOptions(
+            concurrency=concurrency,
+            lock_duration_ms=settings.lock_duration_ms,
+            stalled_interval_ms=settings.stalled_interval_ms,
+            max_stalled_count=settings.max_stalled_count,
+            # A worker option, not a job option: it saves ~30 bytes per waiting job.
+            # Failed jobs of Node workers are kept until removed (the DLQ has a copy).
+            remove_on_fail={"age": settings.keep_failed_s},
+            name=f"settler-{kind}",
+        )
+        self.loop = LaneLoop(
             queue,
             self._process,
-            {
-                "connection": client,
-                "prefix": settings.queue_prefix,
-                "concurrency": concurrency,
-                "autorun": False,
-                "lockDuration": settings.lock_duration_ms,
-                "stalledInterval": settings.stalled_interval_ms,
-                "maxStalledCount": settings.max_stalled_count,
-                # How soon a fetch is retried after Redis went away (bullmq waits 15 s).
-                "runRetryDelay": 1000,
-                # A worker option, not a job option: it saves ~30 bytes per waiting job.
-                # Failed jobs of Node workers are kept until removed (the DLQ has a copy).
-                "removeOnFail": {"age": settings.keep_failed_s},
-                "name": f"settler-{kind}",
-            },
+            client=client,
+            prefix=settings.queue_prefix,
+            options=options,
+            on_failed=self._on_failed,
         )
-        self._worker.on("failed", self._on_failed)
 
     def start(self) -> None:
         """Begin fetching jobs in the background."""
-        self._task = asyncio.create_task(self._worker.run(), name=f"lane:{self.queue}")
+        self.loop.start()
 
     async def _process(self, job: Any, token: str) -> Any:
         active = ActiveJob(
@@ -819,15 +822,12 @@ class LaneWorker:
             }
             raise
 
-    def _on_failed(self, job: Any, err: BaseException, *_: Any) -> None:
-        final = isinstance(err, bullmq.UnrecoverableError) or int(job.attemptsMade) >= int(
-            job.opts.get("attempts") or 1
-        )
-        if final:
-            record = _record(job, self.queue, self._kind, "failed")
-            task = asyncio.ensure_future(self._report_dead(record))
-            self._hooks.add(task)
-            task.add_done_callback(self._hooks.discard)
+    def _on_failed(self, job: Any, err: BaseException) -> None:
+        """A job failed for good: report it as dead (in the background)."""
+        record = _record(job, self.queue, self._kind, "failed")
+        task = asyncio.ensure_future(self._report_dead(record))
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
 
     async def _report_dead(self, record: JobRecord) -> None:
         first = await self._client.hget(f"{self._prefix}:{self.queue}:{record.id}", _FIRST_FAILED)
@@ -835,16 +835,15 @@ class LaneWorker:
 
     async def pause(self) -> None:
         """Stop fetching (in-flight jobs finish)."""
-        await self._worker.pause()
+        await self.loop.pause()
 
     def resume(self) -> None:
         """Fetch again after `pause`."""
-        self._worker.resume()
+        self.loop.resume()
 
     def interrupt(self) -> None:
         """Cancel every in-flight job of this lane."""
-        self._interrupted = True
-        self._worker.cancelProcessing()
+        self.loop.interrupt()
 
     async def close(self, grace_s: float) -> bool:
         """Stop fetching, let in-flight jobs finish for `grace_s`, then interrupt them.
@@ -852,13 +851,11 @@ class LaneWorker:
         Returns False if jobs had to be interrupted; the stalled-job check hands those
         back to another worker once their locks expire.
         """
-        closing = asyncio.ensure_future(self._worker.close())
-        done, _ = await asyncio.wait({closing}, timeout=grace_s)
-        if not done:
-            self.interrupt()
-        clean = not self._interrupted
+        closing = asyncio.ensure_future(self.loop.close(grace_s))
         # Every wait below is bounded: a shutdown must end even if a connection hangs.
-        pending = [t for t in (closing, self._task, *self._hooks) if t is not None]
+        done, _ = await asyncio.wait({closing}, timeout=grace_s + _CLOSE_TIMEOUT_S)
+        clean = closing.result() if done else False
+        pending = [closing, *self._hooks]
         _, stuck = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
         for task in stuck:
             log.warning("lane.close_timeout", extra={"queue": self.queue, "task": where(task)})
@@ -866,6 +863,8 @@ class LaneWorker:
         if stuck:
             await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
             clean = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.aclose(), _CLOSE_TIMEOUT_S)
         return clean
 
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bullmq
 import pytest
+import redis.asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import dlq
@@ -30,6 +32,7 @@ from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import NotFound
 from settler_jobs.handlers import default_registry
 from settler_jobs.keyring import secret_box
+from settler_jobs.lane_loop import LaneLoop, LaneOptions
 from settler_jobs.queue import JobQueue
 from settler_jobs.reconciliations import Reconciliations
 from settler_jobs.records import JobRecord, Submission
@@ -373,3 +376,50 @@ async def test_our_jobs_are_run_by_a_node_worker(
         assert record.state is JobState.COMPLETED
         assert record.result == {"consumedBy": "node", "id": submitted.job.id}
         assert record.attempts_made == 1
+
+
+async def test_a_node_worker_and_ours_share_one_queue(node_dir: Path, settings: Settings) -> None:
+    """Both consume one queue at once: every job runs once, on one side or the other."""
+    assert settings.redis_url is not None
+    client = redis.asyncio.from_url(settings.redis_url, decode_responses=True)
+    producer = bullmq.Queue(
+        "shared", {"connection": settings.redis_url, "prefix": settings.queue_prefix}
+    )
+    ours: list[str] = []
+
+    async def run(job: Any, token: str) -> dict[str, str]:
+        ours.append(str(job.id))
+        await asyncio.sleep(0.002)  # a little work, so that Node gets its share
+        return {"consumedBy": "python"}
+
+    node_count, total = 20, 300
+    node = asyncio.ensure_future(consume(node_dir, settings, "shared", node_count))
+
+    async def node_waits() -> bool:  # Node's worker blocks on the queue's marker
+        entries = await client.client_list()
+        return any(
+            e.get("cmd") == "bzpopmin" and e.get("name", "").startswith(settings.queue_prefix)
+            for e in entries
+        )
+
+    loop = LaneLoop(
+        "shared",
+        run,
+        client=client,
+        prefix=settings.queue_prefix,
+        options=LaneOptions(concurrency=4),
+    )
+    try:
+        await eventually(node_waits, bool, timeout_s=NODE_TIMEOUT_S)
+        jobs = [{"name": "n", "data": {"i": i}, "opts": {}} for i in range(total)]
+        ids = {str(job.id) for job in await producer.addBulk(jobs)}
+        loop.start()
+        seen_by_node = {str(job["id"]) for job in await node}
+        completed = f"{settings.queue_prefix}:shared:completed"
+        await eventually(lambda: client.zcard(completed), lambda n: n == total)
+    finally:
+        await loop.close(5)
+        await producer.close()
+        await client.aclose()
+    assert len(seen_by_node) >= node_count and len(ours) == len(set(ours))
+    assert seen_by_node.isdisjoint(ours) and seen_by_node | set(ours) == ids

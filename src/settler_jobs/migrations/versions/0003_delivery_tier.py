@@ -23,7 +23,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("webhook_deliveries") as batch:
-        batch.add_column(sa.Column("tier", sa.String(16), server_default="starter", nullable=False))
+        tier = sa.Column("tier", sa.String(16), server_default="starter", nullable=False)
+        batch.add_column(tier)
 
 
 def downgrade() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from settler_jobs import cli_webhooks, logs
+from settler_jobs import cli_exports, cli_webhooks, logs
 from settler_jobs.cli_common import (
     JsonOpt,
     TenantOpt,
@@ -40,6 +40,7 @@ app.add_typer(job_app, name="job")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(cli_webhooks.app, name="webhooks")
+app.add_typer(cli_exports.app, name="exports")
 
 
 def _kinds(raw: str | None) -> list[str] | None:

@@ -6,7 +6,7 @@ what it was asked to do; none has side effects yet.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,14 +21,6 @@ class ReconciliationPayload(_Payload):
     """A reconciliation request: which run, and how to read its sources."""
 
     adapterConfig: dict[str, Any] = Field(default_factory=dict)
-
-
-class ExportPayload(_Payload):
-    """An export request."""
-
-    reportId: str | None = None
-    format: Literal["csv", "pdf"] = "csv"
-    filters: dict[str, Any] = Field(default_factory=dict)
 
 
 class EmailPayload(_Payload):
@@ -53,11 +45,6 @@ async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str
     """Accept a reconciliation request (matching arrives with the reconciliation issue)."""
     await ctx.report_progress(100)
     return _summary(ctx, sources=sorted(payload.adapterConfig))
-
-
-async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, Any]:
-    """Accept an export request (rendering arrives with exports)."""
-    return _summary(ctx, format=payload.format)
 
 
 async def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:

@@ -15,7 +15,10 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection
 
-import settler_jobs.storage.webhook_tables  # noqa: F401 - registers them on Base.metadata
+# Imported for their side effect: they register their tables on Base.metadata.
+import settler_jobs.storage.audit_tables
+import settler_jobs.storage.export_tables
+import settler_jobs.storage.webhook_tables  # noqa: F401
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base
 

@@ -41,8 +41,6 @@ from settler_jobs.webhooks import Webhooks  # noqa: E402
 PAYLOAD = {"invoiceId": "inv_0001", "amount": 12500, "currency": "EUR", "status": "paid"}
 
 
-
-
 def worker_env(settings: Settings) -> dict[str, str]:
     assert settings.redis_url is not None
     keep = {k: v for k, v in os.environ.items() if not k.startswith("SETTLER_")}

@@ -13,6 +13,7 @@ from settler_jobs import cli_exports, cli_webhooks, logs
 from settler_jobs.cli_common import (
     JsonOpt,
     TenantOpt,
+    audit_change,
     call,
     fail,
     parse_data,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from settler_jobs.dlq import DlqEntry
+    from settler_jobs.records import Submitted
     from settler_jobs.services import Services
 
 # Heavy modules (SQLAlchemy, Alembic, bullmq) load inside the commands that need them,
@@ -238,12 +240,22 @@ def dlq_retry(
     from settler_jobs import dead_letters
 
     edited = parse_data(data) if data is not None else None
-    entry, submitted = run_with_services(
-        lambda s: dead_letters.retry_entry(
+
+    async def work(s: Services) -> tuple[DlqEntry, Submitted]:
+        entry, submitted = await dead_letters.retry_entry(
             s.queue, s.sessions, entry_id, actor=actor, data=edited, tenant_id=tenant
-        ),
-        migrate=True,
-    )
+        )
+        await audit_change(
+            s,
+            action="dlq.retry",
+            tenant_id=entry.tenant_id,
+            target=("dlq_entry", entry.id),
+            actor=actor,
+            details={"newJobId": submitted.job.id, "edited": edited is not None},
+        )
+        return entry, submitted
+
+    entry, submitted = run_with_services(work, migrate=True)
     if as_json:
         emit({"entry": entry.id, "status": entry.status.value, "jobId": submitted.job.id})
     else:
@@ -251,11 +263,21 @@ def dlq_retry(
 
 
 def _change_entry(
-    change: Callable[[AsyncSession, datetime], Awaitable[DlqEntry]], as_json: bool
+    change: Callable[[AsyncSession, datetime], Awaitable[DlqEntry]],
+    as_json: bool,
+    action: str,
+    actor: str,
 ) -> None:
+    from settler_jobs.audit import record_audit
+
     async def work(s: Services) -> DlqEntry:
         async with s.sessions() as session, session.begin():
-            return await change(session, datetime.now(UTC))
+            entry = await change(session, datetime.now(UTC))
+            target = ("dlq_entry", entry.id)
+            await record_audit(
+                session, actor=actor, tenant_id=entry.tenant_id, action=action, target=target
+            )
+        return entry
 
     try:
         emit_dlq([run_with_services(work, migrate=True)], as_json, detail=True)
@@ -279,6 +301,8 @@ def dlq_resolve(
             session, entry_id, note=note, actor=actor, now=now, tenant_id=tenant
         ),
         as_json,
+        "dlq.resolve",
+        actor,
     )
 
 
@@ -298,6 +322,8 @@ def dlq_note(
             session, entry_id, note=note, actor=actor, now=now, tenant_id=tenant
         ),
         as_json,
+        "dlq.note",
+        actor,
     )
 
 

@@ -154,6 +154,7 @@ class PdfRenderer:
     """A paginated table in A4 landscape, rendered at `finish`."""
 
     ROW_H: Final = 5.0
+    LAYOUT_SAMPLE: Final = 200
 
     def __init__(self, sink: Sink, *, title: str, meta: Sequence[tuple[str, str]]) -> None:
         self._sink = sink
@@ -164,6 +165,7 @@ class PdfRenderer:
         self._doc.set_margins(10, 10, 10)
         self._doc.add_font("DejaVu", fname=str(FONT_PATH))
         self._glyphs: frozenset[int] = frozenset()
+        self._headers: list[str] = []
 
     def begin(self, headers: Sequence[str]) -> None:
         doc = self._doc
@@ -177,13 +179,27 @@ class PdfRenderer:
         doc.set_font("DejaVu", size=7)
         font = doc.current_font
         self._glyphs = frozenset(getattr(font, "cmap", None) or ())
+        self._headers = [self._safe(h) for h in headers]
+
+    def _layout(self, sample: Sequence[Sequence[Any]]) -> None:
+        """Column widths from the header and the first rows, then the first table header."""
+        doc = self._doc
         usable = doc.w - doc.l_margin - doc.r_margin
-        doc.widths = [usable / len(headers)] * len(headers)
-        doc.table_header = [self._fit(h, doc.widths[0]) for h in headers]
+        natural = [doc.get_string_width(h) + 3 for h in self._headers]
+        for row in sample[: self.LAYOUT_SAMPLE]:
+            for i, value in enumerate(row):
+                text = cell_text(value)[:80]
+                natural[i] = max(natural[i], doc.get_string_width(self._safe(text)) + 3)
+        capped = [min(w, usable * 0.3) for w in natural]
+        scale = usable / sum(capped)
+        doc.widths = [w * scale for w in capped]
+        doc.table_header = [self._fit(h, w) for h, w in zip(self._headers, doc.widths, strict=True)]
         doc.header()
 
     def write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         doc = self._doc
+        if not doc.widths:
+            self._layout(rows)
         bottom = doc.h - 15
         widths = doc.widths
         for row in rows:
@@ -197,6 +213,8 @@ class PdfRenderer:
             doc.set_y(y + self.ROW_H)
 
     def finish(self) -> None:
+        if not self._doc.widths:
+            self._layout([])
         self._sink.write(bytes(self._doc.output()))
 
     def _safe(self, text: str) -> str:

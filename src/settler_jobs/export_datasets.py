@@ -26,12 +26,28 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import ColumnElement, FromClause, literal, select, tuple_
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    FromClause,
+    Text,
+    case,
+    cast,
+    literal,
+    null,
+    select,
+    tuple_,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import NullType
 
 from settler_jobs.errors import InvalidJob
 from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
-from settler_jobs.storage.tables import DlqEntryRow
+from settler_jobs.storage.tables import DlqEntryRow, UTCDateTime
 from settler_jobs.storage.webhook_tables import WebhookDeliveryRow, WebhookEventRow
 
 MAX_FILTERS_BYTES: Final = 2048
@@ -125,11 +141,19 @@ async def stream_rows(
     until: datetime,
     batch_rows: int,
 ) -> AsyncIterator[list[Row]]:
-    """The tenant's rows in (time, id) order, `batch_rows` at a time."""
+    """The tenant's rows in (time, id) order, `batch_rows` at a time.
+
+    Values come back as the database renders them for a file: times as ISO 8601 UTC
+    text, JSON documents as JSON text, booleans as ``true``/``false``; SQL does that
+    work, not a Python call per cell.
+    """
     width = len(dataset.columns)
     keyset = (dataset.time_column, dataset.id_column)
+    # The keyset columns come back raw (no type processing): they only feed the next
+    # page's bound, compared against the same stored representation.
+    raw_keyset = [type_coerce(col, NullType()).label(f"keyset_{i}") for i, col in enumerate(keyset)]
     base = (
-        select(*(col for _, col in dataset.columns), *keyset)
+        select(*(display(col) for _, col in dataset.columns), *raw_keyset)
         .select_from(dataset.source)
         .where(*dataset.where(tenant_id, filters, until))
         .order_by(*keyset)
@@ -137,7 +161,9 @@ async def stream_rows(
     )
     last: tuple[Any, Any] | None = None
     while True:
-        stmt = base if last is None else base.where(tuple_(*keyset) > tuple_(*_bound(keyset, last)))
+        stmt = base
+        if last is not None:
+            stmt = base.where(tuple_(*keyset) > tuple_(*(literal(v) for v in last)))
         async with sessions() as session:
             rows = (await session.execute(stmt)).all()
         if rows:
@@ -147,8 +173,34 @@ async def stream_rows(
             return
 
 
-def _bound(keyset: tuple[ColumnElement[Any], ...], values: tuple[Any, Any]) -> list[Any]:
-    return [literal(value, col.type) for col, value in zip(keyset, values, strict=True)]
+class IsoUtc(FunctionElement[str]):
+    """A UTC timestamp column as ISO 8601 text with microseconds and ``Z``."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(IsoUtc, "sqlite")
+def _iso_sqlite(element: IsoUtc, compiler: Any, **kw: Any) -> str:
+    # UTCDateTime stores 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC) on SQLite.
+    return f"(replace({compiler.process(element.clauses, **kw)}, ' ', 'T') || 'Z')"
+
+
+@compiles(IsoUtc, "postgresql")
+def _iso_postgres(element: IsoUtc, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+
+def display(col: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The column as an export shows it (see `stream_rows`)."""
+    if isinstance(col.type, UTCDateTime):
+        return IsoUtc(col)
+    if isinstance(col.type, JSON):
+        return cast(col, Text)
+    if isinstance(col.type, Boolean):
+        return case((col.is_(None), null()), (col, literal("true")), else_=literal("false"))
+    return col
 
 
 # --- built-in datasets --------------------------------------------------------------------

@@ -67,6 +67,8 @@ async def generate(
     writing = store.open_write(key)
     target: IO[bytes] = await asyncio.to_thread(writing.__enter__)
     sink = Sink(target)
+    # One batch renders in a thread while the next is read from the database.
+    rendering: asyncio.Future[None] | None = None
     try:
         renderer = _renderer(export, sink, now)
         await asyncio.to_thread(renderer.begin, dataset.headers)
@@ -85,15 +87,28 @@ async def generate(
                     f"more than {limits.pdf_max_rows} rows: too many for a PDF; export CSV "
                     "or narrow the filters"
                 )
-            await asyncio.to_thread(renderer.write_rows, batch)
+            if rendering is not None:
+                await rendering
+            rendering = asyncio.ensure_future(asyncio.to_thread(renderer.write_rows, batch))
+        if rendering is not None:
+            await rendering
         await asyncio.to_thread(renderer.finish)
     except BaseException as exc:
-        await _abandon(writing, exc)
+        await _abandon(writing, exc, rendering)
         raise
     await asyncio.to_thread(writing.__exit__, None, None, None)
     return Generated(key, count, sink.size, sink.sha256)
 
 
-async def _abandon(writing: Any, exc: BaseException) -> None:
-    # Runs even when the attempt is being cancelled: the temporary file must go.
-    await asyncio.shield(asyncio.to_thread(writing.__exit__, type(exc), exc, exc.__traceback__))
+async def _abandon(
+    writing: Any, exc: BaseException, rendering: asyncio.Future[None] | None
+) -> None:
+    """Discard the partial file, even while the attempt is being cancelled."""
+
+    async def discard() -> None:
+        if rendering is not None:
+            # The thread cannot be stopped: let it finish before its file goes.
+            await asyncio.gather(rendering, return_exceptions=True)
+        await asyncio.to_thread(writing.__exit__, type(exc), exc, exc.__traceback__)
+
+    await asyncio.shield(discard())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,6 +178,11 @@ async def test_streaming_pages_every_row_once_in_order_for_one_tenant(
     await _seed_audit(db_session_factory, "other", 20, same_time=same_time)
     rows = await _stream(db_session_factory, "acme", {}, 7)
     assert [r[5] for r in rows] == [f"acme-{i}" for i in range(53)]
+    # As a file shows them: ISO 8601 UTC text, JSON text (as the database prints it).
+    assert rows[3][1] == (
+        "2026-03-01T00:00:00.000000Z" if same_time else "2026-03-01T00:00:03.000000Z"
+    )
+    assert json.loads(rows[3][6]) == {"i": 3}
     odd = await _stream(db_session_factory, "acme", {"action": "odd"}, 5)
     assert [r[5] for r in odd] == [f"acme-{i}" for i in range(1, 53, 2)]
     if not same_time:

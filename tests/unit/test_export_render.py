@@ -45,11 +45,14 @@ FULLWIDTH_EQUALS, FULLWIDTH_PLUS, FULLWIDTH_MINUS, FULLWIDTH_AT = (
         (3.5, 3.5),
         (True, "true"),
         ({"b": 1, "a": "=x"}, '{"a": "=x", "b": 1}'),
-        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02T03:04:05+00:00"),
+        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02T03:04:05.000000Z"),
     ],
 )
 def test_csv_cells_neutralise_formulas(value: Any, expected: Any) -> None:
     assert csv_cell(value) == expected
+    data, _ = _csv(["value"], [[value]])
+    [_header, [cell]] = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert cell == ("" if expected is None else str(expected))
 
 
 def _csv(headers: list[str], *batches: list[list[Any]]) -> tuple[bytes, Sink]:

@@ -5,7 +5,8 @@ out), inserted with one `executemany` (SQLite) or COPY (PostgreSQL). Each case s
 fresh `python -m settler_jobs worker --kinds export-generation`, warms it up with a
 10-row export, then requests the big one through `Exports.create_export`. Reported:
 end to end (create -> record succeeded, polled every 50 ms), the job's own run time
-(BullMQ processedOn -> finishedOn), and the worker's peak RSS (VmHWM of the process,
+(BullMQ processedOn -> finishedOn), the worker's CPU seconds meanwhile (a steadier figure
+on a shared machine), and the worker's peak RSS (VmHWM of the process,
 which covers the whole life of the process) and its RSS before the export.
 
     python bench/exports.py                         # SQLite, 1M CSV + 10k PDF
@@ -101,6 +102,11 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     assert settings.redis_url is not None
     keep = {k: v for k, v in os.environ.items() if not k.startswith("SETTLER_")}
@@ -151,7 +157,9 @@ async def one_case(settings: Settings, tenant: str, fmt: str, tmp: Path) -> dict
             await _run_export(exports, services, "warmup", fmt)  # imports, connections, font
             rss_before = _status_kb(proc.pid, "VmRSS")
             load = os.getloadavg()[0]
+            cpu_before = _cpu_s(proc.pid)
             elapsed, job_s, export = await _run_export(exports, services, tenant, fmt)
+            cpu = _cpu_s(proc.pid) - cpu_before
             peak = _status_kb(proc.pid, "VmHWM")
     finally:
         proc.terminate()
@@ -162,6 +170,7 @@ async def one_case(settings: Settings, tenant: str, fmt: str, tmp: Path) -> dict
         "bytes": export.size_bytes,
         "end_to_end_s": elapsed,
         "job_s": job_s,
+        "cpu_s": cpu,
         "rss_before_mb": rss_before / 1024,
         "peak_rss_mb": peak / 1024,
         "load": load,
@@ -194,10 +203,10 @@ def main() -> None:
         print(f"\nMachine: {common.machine(url)}")
         print(f"Database: {'SQLite file' if not args.database_url else 'PostgreSQL'}")
         common.table("Seeding", ["rows of", "seconds"], timings)
-        results = [
-            run(one_case(settings, "csv", "csv", tmp)),
-            run(one_case(settings, "pdf", "pdf", tmp)),
-        ]
+        results = []
+        for tenant in ("csv", "pdf"):
+            results.append(run(one_case(settings, tenant, tenant, tmp)))
+            print(results[-1], flush=True)
         common.table(
             "Export generation (one worker process)",
             [
@@ -206,6 +215,7 @@ def main() -> None:
                 "MB",
                 "end to end s",
                 "job s",
+                "worker CPU s",
                 "RSS before MB",
                 "peak RSS MB",
                 "load",
@@ -217,6 +227,7 @@ def main() -> None:
                     f"{r['bytes'] / 1e6:.1f}",
                     r["end_to_end_s"],
                     r["job_s"],
+                    r["cpu_s"],
                     f"{r['rss_before_mb']:.0f}",
                     f"{r['peak_rss_mb']:.0f}",
                     r["load"],

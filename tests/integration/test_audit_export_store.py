@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +17,12 @@ from settler_jobs import audit, error_log
 from settler_jobs import export_datasets as datasets
 from settler_jobs import export_store as store
 from settler_jobs.errors import InvalidJob, NotFound
+from settler_jobs.export_generation import Limits, generate
 from settler_jobs.export_store import ExportFormat, ExportStatus
 from settler_jobs.storage.audit_tables import AuditLogRow
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base
+from settler_jobs.storage_backend import LocalStore, iter_chunks
 
 pytestmark = pytest.mark.postgres
 Sessions = async_sessionmaker[AsyncSession]
@@ -212,3 +215,31 @@ def test_bad_datasets_and_filters_are_refused(
 ) -> None:
     with pytest.raises(InvalidJob, match=message):
         datasets.get_dataset(dataset).parse_filters(filters)
+
+
+async def test_generation_writes_the_same_csv_on_every_database(
+    db_session_factory: Sessions, tmp_path: Path
+) -> None:
+    await _seed_audit(db_session_factory, "acme", 12, same_time=False)
+    await _seed_audit(db_session_factory, "other", 3, same_time=False)
+    async with db_session_factory() as session, session.begin():
+        export = await store.insert_export(
+            session,
+            tenant_id="acme",
+            tier="free",
+            dataset="audit_log",
+            fmt=ExportFormat.CSV,
+            filters={"action": "even"},
+            now=T0 + timedelta(days=1),
+        )
+    objects = LocalStore(tmp_path / "files")
+    done = await generate(db_session_factory, objects, export, now=T0, limits=Limits(batch_rows=4))
+    data = b"".join(iter_chunks(objects.open_read(done.storage_key)))
+    lines = data.decode("utf-8-sig").split("\r\n")
+    assert lines[0] == "id,time,actor,action,target_type,target_id,details"
+    assert [line.split(",")[1:6] for line in lines[1:-1]] == [
+        [f"2026-03-01T00:00:{i:02d}.000000Z", "seed", "even", "thing", f"acme-{i}"]
+        for i in range(0, 12, 2)
+    ]
+    assert lines[1].endswith(',"{""i"": 0}"') and lines[-1] == ""
+    assert done.row_count == 6 and done.size_bytes == len(data)

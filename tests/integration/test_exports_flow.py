@@ -262,3 +262,21 @@ async def test_an_unwritable_error_log_does_not_break_the_worker(settings: Setti
         await sys_.queue.submit(Submission("refuse", {}, "acme", Tier.FREE))
         dead = await eventually(lambda: sys_.dead_letters(), lambda d: len(d) == 2)
         assert {d.tenant_id for d in dead} == {"acme"}
+
+
+async def test_jobs_for_a_finished_or_foreign_export_change_nothing(setup: Setup) -> None:
+    created = await setup.exports.create_export("acme", "audit_log", "csv")
+    done = await _finished(setup, "acme", created.id)
+    again = await setup.sys.queue.submit(
+        Submission("export-generation", {"exportId": created.id}, "acme", Tier.FREE)
+    )
+    foreign = await setup.sys.queue.submit(
+        Submission("export-generation", {"exportId": created.id}, "other", Tier.FREE)
+    )
+    rerun = await eventually(
+        lambda: setup.sys.queue.get(again.job.id), lambda j: j.finished_at_ms is not None
+    )
+    assert rerun.result["skipped"] is True
+    dead = await eventually(lambda: setup.sys.dead_letters(), lambda d: len(d) == 1)
+    assert dead[0].job_id == foreign.job.id and "does not exist" in dead[0].error_message
+    assert await setup.exports.get_export("acme", created.id) == done

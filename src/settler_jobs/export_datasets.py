@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -38,14 +38,13 @@ from sqlalchemy import (
     null,
     select,
     tuple_,
-    type_coerce,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import NullType
 
 from settler_jobs.errors import InvalidJob
+from settler_jobs.export_render import ISO_UTC
 from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
 from settler_jobs.storage.tables import DlqEntryRow, UTCDateTime
 from settler_jobs.storage.webhook_tables import WebhookDeliveryRow, WebhookEventRow
@@ -79,6 +78,19 @@ class Dataset:
     columns: tuple[tuple[str, ColumnElement[Any]], ...]
     filters_model: type[Filters] = Filters
     conditions: Conditions = lambda _filters: []
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.time_column.type, UTCDateTime):
+            raise ValueError(f"dataset {self.name!r}: the time column must be a UTCDateTime")
+        self.position(self.time_column)
+        self.position(self.id_column)
+
+    def position(self, column: ColumnElement[Any]) -> int:
+        """Where `column` is among the columns (a dataset shows its time and id columns)."""
+        for i, (_, col) in enumerate(self.columns):
+            if col is column:
+                return i
+        raise ValueError(f"dataset {self.name!r} must show its time and id columns")
 
     @property
     def headers(self) -> list[str]:
@@ -140,35 +152,36 @@ async def stream_rows(
     filters: Filters,
     until: datetime,
     batch_rows: int,
-) -> AsyncIterator[list[Row]]:
+) -> AsyncIterator[Sequence[Row]]:
     """The tenant's rows in (time, id) order, `batch_rows` at a time.
 
     Values come back as the database renders them for a file: times as ISO 8601 UTC
     text, JSON documents as JSON text, booleans as ``true``/``false``; SQL does that
     work, not a Python call per cell.
     """
-    width = len(dataset.columns)
     keyset = (dataset.time_column, dataset.id_column)
-    # The keyset columns come back raw (no type processing): they only feed the next
-    # page's bound, compared against the same stored representation.
-    raw_keyset = [type_coerce(col, NullType()).label(f"keyset_{i}") for i, col in enumerate(keyset)]
+    at_time, at_id = dataset.position(dataset.time_column), dataset.position(dataset.id_column)
     base = (
-        select(*(display(col) for _, col in dataset.columns), *raw_keyset)
+        select(*(display(col) for _, col in dataset.columns))
         .select_from(dataset.source)
         .where(*dataset.where(tenant_id, filters, until))
         .order_by(*keyset)
         .limit(batch_rows)
     )
-    last: tuple[Any, Any] | None = None
+    after: tuple[datetime, Any] | None = None
     while True:
         stmt = base
-        if last is not None:
-            stmt = base.where(tuple_(*keyset) > tuple_(*(literal(v) for v in last)))
+        if after is not None:
+            bound = tuple_(literal(after[0], UTCDateTime()), literal(after[1]))
+            stmt = base.where(tuple_(*keyset) > bound)
         async with sessions() as session:
             rows = (await session.execute(stmt)).all()
         if rows:
-            yield [row[:width] for row in rows]
-            last = (rows[-1][width], rows[-1][width + 1])
+            yield rows
+            # The next page starts after the last row, read back from its display values
+            # (ISO text keeps every microsecond), so rows need no extra columns.
+            last = rows[-1]
+            after = (datetime.strptime(last[at_time], ISO_UTC).replace(tzinfo=UTC), last[at_id])
         if len(rows) < batch_rows:
             return
 

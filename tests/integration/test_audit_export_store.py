@@ -243,3 +243,20 @@ async def test_generation_writes_the_same_csv_on_every_database(
     ]
     assert lines[1].endswith(',"{""i"": 0}"') and lines[-1] == ""
     assert done.row_count == 6 and done.size_bytes == len(data)
+
+
+def test_a_dataset_must_show_its_time_and_id_columns() -> None:
+    audit_log = datasets.get_dataset("audit_log")
+    without_id = tuple(c for c in audit_log.columns if c[0] != "id")
+    with pytest.raises(ValueError, match="time and id"):
+        datasets.Dataset(
+            "broken",
+            "",
+            audit_log.source,
+            audit_log.tenant_column,
+            audit_log.time_column,
+            audit_log.id_column,
+            without_id,
+        )
+    with pytest.raises(ValueError, match="already registered"):
+        datasets.register_dataset(audit_log)

@@ -11,7 +11,9 @@ sees the previous object or the finished new one, never a partial file.
   killed process leaves an incomplete multipart upload, invisible to readers; a bucket
   lifecycle rule (AbortIncompleteMultipartUpload) reclaims its parts.
 
-Methods block: call them from a thread (`asyncio.to_thread`) in async code.
+`remove_stale_temp` deletes what killed writers left (the export handler calls it with
+an hour's margin, far above the export timeout). Methods block: call them from a thread
+(`asyncio.to_thread`) in async code.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
@@ -76,6 +79,10 @@ class ObjectStore(Protocol):
         """The object's file on this machine, if the store is a local folder."""
         ...
 
+    def remove_stale_temp(self, older_than_s: float) -> int:
+        """Delete temporary files left by killed writers; returns how many went."""
+        ...
+
 
 def iter_chunks(stream: Readable, size: int = READ_CHUNK) -> Iterator[bytes]:
     """Read `stream` in chunks of at most `size` bytes, closing it at the end."""
@@ -130,6 +137,20 @@ class LocalStore:
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    def remove_stale_temp(self, older_than_s: float) -> int:
+        return _remove_stale(self.root, older_than_s)
+
+
+def _remove_stale(root: Path, older_than_s: float) -> int:
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in root.rglob(_TMP_PREFIX + "*") if root.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
+
 
 def _fsync_dir(folder: Path) -> None:
     # The rename is durable only once the folder's entry is on disk.
@@ -183,6 +204,9 @@ class S3Store:
 
     def local_path(self, key: str) -> Path | None:
         return None
+
+    def remove_stale_temp(self, older_than_s: float) -> int:
+        return _remove_stale(self._spool, older_than_s)
 
 
 def s3_client(settings: Settings) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,9 @@ from settler_jobs.export_store import Export, ExportStatus
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.redaction import mask_string
 from settler_jobs.storage_backend import object_store
+
+STALE_TEMP_S: Final = 3600.0
+"""Temporary files older than this were left by killed writers (the kind times out at 900 s)."""
 
 
 class ExportPayload(BaseModel):
@@ -47,9 +50,11 @@ async def generate_export(payload: ExportPayload, ctx: JobContext) -> dict[str, 
     await _set(ctx, export, status=ExportStatus.RUNNING, job_id=ctx.job_id)
     try:
         settings = res.settings
+        objects = await asyncio.to_thread(object_store, settings)
+        await asyncio.to_thread(objects.remove_stale_temp, STALE_TEMP_S)
         written = await generate(
             res.sessions,
-            await asyncio.to_thread(object_store, settings),
+            objects,
             export,
             now=res.now(),
             limits=Limits(settings.export_batch_rows, settings.export_pdf_max_rows),

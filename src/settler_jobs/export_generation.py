@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs import export_datasets as datasets
 from settler_jobs.errors import PermanentFailure
 from settler_jobs.export_render import CsvRenderer, PdfRenderer, Renderer, Sink
+from settler_jobs.export_rows import stream_rows
 from settler_jobs.export_store import Export, ExportFormat, storage_key
 from settler_jobs.storage_backend import ObjectStore
 
@@ -73,7 +74,7 @@ async def generate(
         renderer = _renderer(export, sink, now)
         await asyncio.to_thread(renderer.begin, dataset.headers)
         count = 0
-        async for batch in datasets.stream_rows(
+        async for batch in stream_rows(
             sessions,
             dataset,
             tenant_id=export.tenant_id,

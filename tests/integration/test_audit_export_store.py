@@ -18,6 +18,7 @@ from settler_jobs import export_datasets as datasets
 from settler_jobs import export_store as store
 from settler_jobs.errors import InvalidJob, NotFound
 from settler_jobs.export_generation import Limits, generate
+from settler_jobs.export_rows import stream_rows
 from settler_jobs.export_store import ExportFormat, ExportStatus
 from settler_jobs.storage.audit_tables import AuditLogRow
 from settler_jobs.storage.db import create_engine
@@ -160,7 +161,7 @@ async def _seed_audit(sessions: Sessions, tenant: str, count: int, *, same_time:
 async def _stream(sessions: Sessions, tenant: str, raw: dict[str, Any], batch: int) -> list[Any]:
     ds = datasets.get_dataset("audit_log")
     out: list[Any] = []
-    async for rows in datasets.stream_rows(
+    async for rows in stream_rows(
         sessions,
         ds,
         tenant_id=tenant,

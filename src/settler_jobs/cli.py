@@ -12,6 +12,7 @@ import typer
 from settler_jobs import (
     cli_cache,
     cli_email,
+    cli_exports,
     cli_reconciliations,
     cli_retention,
     cli_schedules,
@@ -22,6 +23,7 @@ from settler_jobs import (
 from settler_jobs.cli_common import (
     JsonOpt,
     TenantOpt,
+    audit_change,
     call,
     fail,
     parse_data,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from settler_jobs.dlq import DlqEntry
+    from settler_jobs.records import Submitted
     from settler_jobs.services import Services
 
 # Heavy modules (SQLAlchemy, Alembic, bullmq) load inside the commands that need them,
@@ -56,6 +59,7 @@ app.add_typer(cli_retention.app, name="retention")
 app.add_typer(cli_email.app, name="email")
 app.add_typer(cli_tenants.tenants_app, name="tenants")
 app.add_typer(cli_tenants.keys_app, name="keys")
+app.add_typer(cli_exports.app, name="exports")
 
 
 def _kinds(raw: str | None) -> list[str] | None:
@@ -264,12 +268,22 @@ def dlq_retry(
     from settler_jobs import dead_letters
 
     edited = parse_data(data) if data is not None else None
-    entry, submitted = run_with_services(
-        lambda s: dead_letters.retry_entry(
+
+    async def work(s: Services) -> tuple[DlqEntry, Submitted]:
+        entry, submitted = await dead_letters.retry_entry(
             s.queue, s.sessions, entry_id, actor=actor, data=edited, tenant_id=tenant
-        ),
-        migrate=True,
-    )
+        )
+        await audit_change(
+            s,
+            action="dlq.retry",
+            tenant_id=entry.tenant_id,
+            target=("dlq_entry", entry.id),
+            actor=actor,
+            details={"newJobId": submitted.job.id, "edited": edited is not None},
+        )
+        return entry, submitted
+
+    entry, submitted = run_with_services(work, migrate=True)
     if as_json:
         emit({"entry": entry.id, "status": entry.status.value, "jobId": submitted.job.id})
     else:
@@ -277,11 +291,21 @@ def dlq_retry(
 
 
 def _change_entry(
-    change: Callable[[AsyncSession, datetime], Awaitable[DlqEntry]], as_json: bool
+    change: Callable[[AsyncSession, datetime], Awaitable[DlqEntry]],
+    as_json: bool,
+    action: str,
+    actor: str,
 ) -> None:
+    from settler_jobs.audit import record_audit
+
     async def work(s: Services) -> DlqEntry:
         async with s.sessions() as session, session.begin():
-            return await change(session, datetime.now(UTC))
+            entry = await change(session, datetime.now(UTC))
+            target = ("dlq_entry", entry.id)
+            await record_audit(
+                session, actor=actor, tenant_id=entry.tenant_id, action=action, target=target
+            )
+        return entry
 
     try:
         emit_dlq([run_with_services(work, migrate=True)], as_json, detail=True)
@@ -305,6 +329,8 @@ def dlq_resolve(
             session, entry_id, note=note, actor=actor, now=now, tenant_id=tenant
         ),
         as_json,
+        "dlq.resolve",
+        actor,
     )
 
 
@@ -324,6 +350,8 @@ def dlq_note(
             session, entry_id, note=note, actor=actor, now=now, tenant_id=tenant
         ),
         as_json,
+        "dlq.note",
+        actor,
     )
 
 

@@ -67,6 +67,31 @@ def call(coro: Coroutine[Any, Any, T]) -> T:
         fail(str(exc), 4)
 
 
+async def audit_change(
+    services: Services,
+    *,
+    action: str,
+    tenant_id: str | None,
+    target: tuple[str, str | None],
+    actor: str = "cli",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Audit a change the command made (already committed); a failure only warns."""
+    from settler_jobs.audit import record_audit_now
+
+    try:
+        await record_audit_now(
+            services.sessions,
+            actor=actor,
+            tenant_id=tenant_id,
+            action=action,
+            target=target,
+            details=details,
+        )
+    except Exception as exc:
+        typer.secho(f"warning: audit log not written: {exc}", fg=typer.colors.YELLOW, err=True)
+
+
 def parse_data(raw: str | None) -> dict[str, Any]:
     if raw is None:
         return {}

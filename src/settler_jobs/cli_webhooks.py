@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from settler_jobs.cli_common import JsonOpt, fail, parse_data, run_with_services
+from settler_jobs.cli_common import JsonOpt, audit_change, fail, parse_data, run_with_services
 from settler_jobs.cli_output import emit, emit_rows
 from settler_jobs.domain import Tier
 
@@ -31,12 +31,22 @@ EventTypes = Annotated[
 TierOpt = Annotated[str, typer.Option(help="The tenant's tier: sets the jobs' priority.")]
 
 
-def _hooks(work: Any) -> Any:
-    """Run `work(Webhooks)` on the services (migrating the database first)."""
+def _hooks(work: Any, audit: tuple[str, str, str, Any] | None = None) -> Any:
+    """Run `work(Webhooks)` on the services (migrating the database first).
+
+    `audit`: (action, tenant, target type, target id or a function of the result).
+    """
     from settler_jobs.webhooks import Webhooks
 
     async def run(services: Services) -> Any:
-        return await work(Webhooks.from_services(services))
+        result = await work(Webhooks.from_services(services))
+        if audit is not None:
+            action, tenant, target_type, target_id = audit
+            target = target_id(result) if callable(target_id) else target_id
+            await audit_change(
+                services, action=action, tenant_id=tenant, target=(target_type, target)
+            )
+        return result
 
     return run_with_services(run, migrate=True)
 
@@ -101,7 +111,8 @@ def create(
 ) -> None:
     """Register a receiver; prints its signing secret once."""
     endpoint, secret = _hooks(
-        lambda h: h.create_endpoint(tenant, url, event_types=event, description=description)
+        lambda h: h.create_endpoint(tenant, url, event_types=event, description=description),
+        ("webhook_endpoint.create", tenant, "webhook_endpoint", lambda r: r[0].id),
     )
     _emit_one(endpoint, as_json, secret)
 
@@ -137,7 +148,8 @@ def update(
     endpoint = _hooks(
         lambda h: h.update_endpoint(
             tenant, endpoint_id, url=url, event_types=types, description=description
-        )
+        ),
+        ("webhook_endpoint.update", tenant, "webhook_endpoint", endpoint_id),
     )
     _emit_one(endpoint, as_json)
 
@@ -145,7 +157,8 @@ def update(
 @endpoints_app.command("enable")
 def enable(endpoint_id: str, tenant: Tenant, as_json: JsonOpt = False) -> None:
     """Enable an endpoint (its failure count starts from zero)."""
-    _emit_one(_hooks(lambda h: h.enable(tenant, endpoint_id)), as_json)
+    audit = ("webhook_endpoint.enable", tenant, "webhook_endpoint", endpoint_id)
+    _emit_one(_hooks(lambda h: h.enable(tenant, endpoint_id), audit), as_json)
 
 
 @endpoints_app.command("disable")
@@ -156,7 +169,8 @@ def disable(
     as_json: JsonOpt = False,
 ) -> None:
     """Disable an endpoint; nothing is sent to it until enabled."""
-    _emit_one(_hooks(lambda h: h.disable(tenant, endpoint_id, reason)), as_json)
+    audit = ("webhook_endpoint.disable", tenant, "webhook_endpoint", endpoint_id)
+    _emit_one(_hooks(lambda h: h.disable(tenant, endpoint_id, reason), audit), as_json)
 
 
 @endpoints_app.command("rotate-secret")
@@ -170,7 +184,10 @@ def rotate_secret(
 ) -> None:
     """A new signing secret, printed once; both sign until the grace period ends."""
     grace = timedelta(hours=grace_hours)
-    endpoint, secret = _hooks(lambda h: h.rotate_secret(tenant, endpoint_id, grace=grace))
+    endpoint, secret = _hooks(
+        lambda h: h.rotate_secret(tenant, endpoint_id, grace=grace),
+        ("webhook_endpoint.rotate_secret", tenant, "webhook_endpoint", endpoint_id),
+    )
     _emit_one(endpoint, as_json, secret)
 
 
@@ -183,7 +200,10 @@ def delete(
     """Delete an endpoint and its delivery log."""
     if not yes:
         typer.confirm(f"Delete endpoint {endpoint_id} and its delivery log?", abort=True)
-    _hooks(lambda h: h.delete_endpoint(tenant, endpoint_id))
+    _hooks(
+        lambda h: h.delete_endpoint(tenant, endpoint_id),
+        ("webhook_endpoint.delete", tenant, "webhook_endpoint", endpoint_id),
+    )
     typer.echo(f"deleted {endpoint_id}")
 
 
@@ -300,7 +320,10 @@ def show_delivery(delivery_id: str, tenant: Tenant, as_json: JsonOpt = False) ->
 @deliveries_app.command("redeliver")
 def redeliver(delivery_id: str, tenant: Tenant, as_json: JsonOpt = False) -> None:
     """Send a finished delivery again, with the same webhook-id."""
-    delivery = _hooks(lambda h: h.redeliver(tenant, delivery_id))
+    delivery = _hooks(
+        lambda h: h.redeliver(tenant, delivery_id),
+        ("webhook_delivery.redeliver", tenant, "webhook_delivery", delivery_id),
+    )
     if as_json:
         emit(dataclasses.asdict(delivery))
     else:
@@ -310,7 +333,10 @@ def redeliver(delivery_id: str, tenant: Tenant, as_json: JsonOpt = False) -> Non
 @deliveries_app.command("cancel")
 def cancel(delivery_id: str, tenant: Tenant, as_json: JsonOpt = False) -> None:
     """Stop a pending delivery."""
-    delivery = _hooks(lambda h: h.cancel_delivery(tenant, delivery_id))
+    delivery = _hooks(
+        lambda h: h.cancel_delivery(tenant, delivery_id),
+        ("webhook_delivery.cancel", tenant, "webhook_delivery", delivery_id),
+    )
     if as_json:
         emit(dataclasses.asdict(delivery))
     else:

@@ -219,6 +219,28 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(
         default=5.0, gt=0, description="How often a worker process announces itself in Redis."
     )
+    s3_bucket: str | None = Field(
+        default=None, description="Bucket for exports; unset keeps them in data_dir/files."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (unset: AWS for the region)."
+    )
+    s3_region: str | None = Field(default=None, description="Region of the bucket.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="Access key id (unset: boto3's credential chain)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret access key matching s3_access_key_id."
+    )
+    export_ttl_days: float = Field(
+        default=7.0, gt=0, le=3650, description="Days a generated export stays downloadable."
+    )
+    export_batch_rows: int = Field(
+        default=5000, ge=100, le=100_000, description="Rows read per query while exporting."
+    )
+    export_pdf_max_rows: int = Field(
+        default=50_000, ge=1, description="Largest PDF export (fpdf2 holds a PDF in memory)."
+    )
 
     @field_validator("data_dir")
     @classmethod

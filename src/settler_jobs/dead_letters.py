@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dlq
+from settler_jobs import dlq, error_log
 from settler_jobs.domain import DlqStatus, Tier
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.queue import JobQueue
@@ -61,7 +61,27 @@ async def record(sessions: async_sessionmaker[AsyncSession], job: JobRecord) -> 
         entry = await dlq.record_failure(session, failure_record(job), datetime.now(UTC))
     if entry is not None:
         log.warning("job.dead", extra={"job_id": job.id, "queue": job.queue, "kind": job.kind})
+        await _log_error(sessions, entry)
     return entry is not None
+
+
+async def _log_error(sessions: async_sessionmaker[AsyncSession], entry: dlq.DlqEntry) -> None:
+    """One error-log row per new dead letter; its failure never reaches the worker."""
+    try:
+        async with sessions() as session, session.begin():
+            await error_log.record_job_failure(
+                session,
+                queue=entry.queue,
+                kind=entry.kind,
+                job_id=entry.job_id,
+                tenant_id=entry.tenant_id,
+                error_type=entry.error_type,
+                error_message=entry.error_message,
+                attempts=entry.attempts,
+                now=entry.last_failed_at,
+            )
+    except Exception:
+        log.exception("error_log.record_failed", extra={"job_id": entry.job_id})
 
 
 async def sweep(queue: JobQueue, sessions: async_sessionmaker[AsyncSession]) -> int:

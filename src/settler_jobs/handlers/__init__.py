@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from settler_jobs.domain import PriorityClass, RetryPolicy
-from settler_jobs.handlers import cache_warm, email, reconciliation, retention, webhooks
-from settler_jobs.handlers import placeholders as p
+from settler_jobs.handlers import cache_warm, email, exports, reconciliation, retention, webhooks
 from settler_jobs.handlers.scheduled import ScheduledPayload
 from settler_jobs.kinds import JobKind, Registry
 
@@ -36,8 +35,8 @@ def default_registry() -> Registry:
             ),
             JobKind(
                 "export-generation",
-                p.generate_export,
-                p.ExportPayload,
+                exports.generate_export,
+                exports.ExportPayload,
                 PriorityClass.NORMAL,
                 concurrency=3,
                 retry=RetryPolicy(attempts=2, base_delay_s=5),

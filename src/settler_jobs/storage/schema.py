@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
+import settler_jobs.storage.audit_tables
 import settler_jobs.storage.email_tables
+import settler_jobs.storage.export_tables
 import settler_jobs.storage.reconcile_tables
 import settler_jobs.storage.schedule_tables
 import settler_jobs.storage.tenant_tables

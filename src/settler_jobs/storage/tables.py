@@ -88,6 +88,7 @@ class DlqEntryRow(Base):
         Index("ix_dlq_entries_tenant_status_created", "tenant_id", "status", "created_at"),
         Index("ix_dlq_entries_kind_status_created", "kind", "status", "created_at"),
         Index("ix_dlq_entries_status_created", "status", "created_at"),
+        Index("ix_dlq_entries_tenant_created_id", "tenant_id", "created_at", "id"),  # exports
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_entry_id)

@@ -18,11 +18,21 @@ from settler_jobs.api import errors
 from settler_jobs.api.deps import ApiContext
 from settler_jobs.api.middleware import ApiMetrics, BodyLimit, RequestMetrics
 from settler_jobs.api.ratelimit import RateLimiter
-from settler_jobs.api.routers import dlq, health, jobs, queues, webhooks
+from settler_jobs.api.routers import (
+    dlq,
+    exports,
+    health,
+    jobs,
+    queues,
+    reconciliations,
+    webhooks,
+)
 from settler_jobs.config import Settings
-from settler_jobs.keyring import secret_box
+from settler_jobs.exports import Exports
+from settler_jobs.keyring import derived_key, secret_box
 from settler_jobs.kinds import Registry
 from settler_jobs.net_guard import Resolver
+from settler_jobs.reconciliations import Reconciliations
 from settler_jobs.redis_server import redis_client
 from settler_jobs.resources import outbound_policy
 from settler_jobs.services import open_services
@@ -36,6 +46,8 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     dlq.router,
     dlq.admin_router,
     webhooks.router,
+    exports.router,
+    reconciliations.router,
 )
 """Versioned routers, mounted under /v1 (health and metrics sit at the root)."""
 
@@ -86,6 +98,11 @@ def create_app(
                 webhooks=hooks,
                 metrics_registry=metrics_registry,
                 metrics=metrics,
+                exports=Exports.from_services(services),
+                reconciliations=Reconciliations(
+                    own, services.sessions, services.queue, secret_box(own)
+                ),
+                link_key=derived_key(own, "export-links"),
             )
             try:
                 yield

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from settler_jobs.api.middleware import ApiMetrics
 from settler_jobs.api.ratelimit import RateLimiter
 from settler_jobs.config import Settings
+from settler_jobs.exports import Exports
+from settler_jobs.reconciliations import Reconciliations
 from settler_jobs.services import Services
 from settler_jobs.tenants import Principal, TenantDirectory
 from settler_jobs.webhooks import Webhooks
@@ -49,6 +51,10 @@ class ApiContext:
     webhooks: Webhooks
     metrics_registry: CollectorRegistry
     metrics: ApiMetrics
+    exports: Exports
+    reconciliations: Reconciliations
+    link_key: bytes
+    """HMAC key of signed download links (derived from the application key)."""
 
 
 def context(request: Request) -> ApiContext:

@@ -49,7 +49,13 @@ def _when(moment: Any) -> str:
 
 
 def _tenant_row(t: Tenant) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "tier": t.tier.value, "created": _when(t.created_at)}
+    return {
+        "id": t.id,
+        "name": t.name,
+        "tier": t.tier.value,
+        "contact": t.contact_email or "-",
+        "created": _when(t.created_at),
+    }
 
 
 def _key_row(k: ApiKey) -> dict[str, Any]:
@@ -73,11 +79,16 @@ def create_tenant(
     tenant_id: TenantArg,
     tier: TierOpt = "free",
     name: Annotated[str, typer.Option(help="A display name.")] = "",
+    contact_email: Annotated[
+        str | None, typer.Option(help="Where notices go (e.g. an endpoint disabled).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a tenant with a tier."""
     level = _tier(tier)
-    tenant: Tenant = _directory(lambda d: d.create_tenant(tenant_id, level, name=name))
+    tenant: Tenant = _directory(
+        lambda d: d.create_tenant(tenant_id, level, name=name, contact_email=contact_email)
+    )
     _emit_tenants([tenant], as_json)
 
 
@@ -94,6 +105,16 @@ def set_tier(
     """Change a tenant's tier; its keys act with it from the next request."""
     level = _tier(tier)
     _emit_tenants([_directory(lambda d: d.set_tier(tenant_id, level))], as_json)
+
+
+@tenants_app.command("set-contact")
+def set_contact(
+    tenant_id: TenantArg,
+    email: Annotated[str, typer.Argument(help="The address; an empty string clears it.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Set where the tenant's notices are emailed."""
+    _emit_tenants([_directory(lambda d: d.set_contact(tenant_id, email or None))], as_json)
 
 
 @keys_app.command("create")

@@ -21,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
 from settler_jobs.domain import Tier, validate_tenant_id
+from settler_jobs.email_message import UnsafeEmail, check_address
 from settler_jobs.resources import utc_now
 from settler_jobs.storage.tenant_tables import ApiKeyRow, TenantRow
 
 KEY_PREFIX: Final = "sk_live_"
+RESERVED_TENANTS: Final = frozenset({"system"})
+"""Tenant ids the system uses for its own scheduled jobs."""
 MAX_NAME: Final = 200
 _KEY_ID_BYTES: Final = 8
 _SECRET_BYTES: Final = 32
@@ -42,6 +45,8 @@ class Tenant:
     id: str
     name: str
     tier: Tier
+    contact_email: str | None
+    """Where notices go (an endpoint disabled); None: notices are only recorded."""
     created_at: datetime
     updated_at: datetime
 
@@ -73,7 +78,9 @@ class Principal:
 
 
 def _tenant(row: TenantRow) -> Tenant:
-    return Tenant(row.id, row.name, Tier(row.tier), row.created_at, row.updated_at)
+    return Tenant(
+        row.id, row.name, Tier(row.tier), row.contact_email, row.created_at, row.updated_at
+    )
 
 
 def _key(row: ApiKeyRow) -> ApiKey:
@@ -82,6 +89,15 @@ def _key(row: ApiKeyRow) -> ApiKey:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _contact(address: str | None) -> str | None:
+    if address is None or not address.strip():
+        return None
+    try:
+        return check_address(address.strip(), header="contact email")
+    except UnsafeEmail as exc:
+        raise errors.InvalidJob(str(exc)) from None
 
 
 def _checked_name(name: str) -> str:
@@ -107,12 +123,21 @@ class TenantDirectory:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create_tenant(self, tenant_id: str, tier: Tier, *, name: str = "") -> Tenant:
-        """Register a tenant; InvalidState if the id is taken."""
+    async def create_tenant(
+        self, tenant_id: str, tier: Tier, *, name: str = "", contact_email: str | None = None
+    ) -> Tenant:
+        """Register a tenant; InvalidState if the id is taken or reserved."""
         validate_tenant_id(tenant_id)
+        if tenant_id.lower() in RESERVED_TENANTS:
+            raise errors.InvalidState(f"tenant id {tenant_id!r} is reserved for the system")
         now = utc_now()
         row = TenantRow(
-            id=tenant_id, name=_checked_name(name), tier=tier.value, created_at=now, updated_at=now
+            id=tenant_id,
+            name=_checked_name(name),
+            tier=tier.value,
+            contact_email=_contact(contact_email),
+            created_at=now,
+            updated_at=now,
         )
         try:
             async with self._sessions() as session, session.begin():
@@ -143,6 +168,16 @@ class TenantDirectory:
                 raise errors.NotFound(f"no tenant {tenant_id!r}")
             row.tier = tier.value
             row.updated_at = utc_now()
+            return _tenant(row)
+
+    async def set_contact(self, tenant_id: str, contact_email: str | None) -> Tenant:
+        """Set (or clear, with None) where the tenant's notices are emailed."""
+        checked = _contact(contact_email)
+        async with self._sessions() as session, session.begin():
+            row = await session.get(TenantRow, tenant_id)
+            if row is None:
+                raise errors.NotFound(f"no tenant {tenant_id!r}")
+            row.contact_email, row.updated_at = checked, utc_now()
             return _tenant(row)
 
     async def create_key(self, tenant_id: str, *, name: str = "") -> tuple[ApiKey, str]:

@@ -63,6 +63,7 @@ class SendResult:
     skipped: bool = False
     reason: str | None = None
     error_class: str | None = None
+    endpoint_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ async def _record(
         final,
         notification,
         error_class=result.error_class,
+        endpoint_id=started.endpoint.id,
     )
 
 

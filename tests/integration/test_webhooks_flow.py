@@ -22,11 +22,13 @@ from settler_jobs.config import Settings
 from settler_jobs.dead_letters import retry_entry
 from settler_jobs.dlq import DlqEntry
 from settler_jobs.domain import JobState, Tier
+from settler_jobs.email_outbox import list_outbox, read_outbox
 from settler_jobs.errors import NotFound, QueueUnavailable
 from settler_jobs.handlers import default_registry
 from settler_jobs.net_guard import GuardPolicy, Refused
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.resources import outbound_policy
+from settler_jobs.tenants import TenantDirectory
 from settler_jobs.webhook_records import Delivery, DeliveryStatus
 from settler_jobs.webhooks import Webhooks
 from tests.harness import System, system
@@ -414,3 +416,26 @@ async def test_enterprise_deliveries_use_the_express_lane(flow: Flow) -> None:
     job = await flow.system.queue.get(webhook_outbox.queue_job_id(delivery))
     assert job.queue == "webhook-delivery-express"
     await flow.settled(delivery.id)
+
+
+async def test_a_disabled_endpoint_is_emailed_to_the_tenant_once(hook_settings: Settings) -> None:
+    registry = default_registry().select([KIND, "email-sending"])
+    async with WebhookReceiver() as receiver, system(hook_settings, registry) as sys_:
+        await TenantDirectory(sys_.sessions).create_tenant(
+            TENANT, Tier.GROWTH, contact_email="ops@acme.example"
+        )
+        hooks = Webhooks.from_settings(hook_settings, sys_.sessions, sys_.queue)
+        endpoint, _ = await hooks.create_endpoint(TENANT, receiver.url("/hooks?token=s3cret"))
+        receiver.replies.append(Reply("410 Gone", b"bye"))
+        await hooks.publish(TENANT, "invoice.paid", {"n": 1})
+
+        async def outbox() -> list[Any]:
+            return list_outbox(hook_settings.outbox_dir)
+
+        (mail,) = await eventually(outbox, bool, timeout_s=20)
+        text = read_outbox(hook_settings.outbox_dir, mail.name)
+        assert "ops@acme.example" in text and "410" in text
+        assert "s3cret" not in text  # the URL is shown without its query
+        assert len(await hooks.notifications(TENANT)) == 1
+        assert not (await hooks.get_endpoint(TENANT, endpoint.id)).enabled
+        assert len(list_outbox(hook_settings.outbox_dir)) == 1

@@ -14,16 +14,21 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import webhook_store as store
 from settler_jobs.domain import RetryPolicy
-from settler_jobs.errors import PermanentFailure, RetryLater
+from settler_jobs.emails import Emails
+from settler_jobs.errors import NotFound, PermanentFailure, RetryLater
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.handlers.scheduled import ScheduledPayload, require_system, run_recorded
+from settler_jobs.net_guard import display_url
 from settler_jobs.records import Submitted
 from settler_jobs.resources import Resources, Submitter, utc_now
+from settler_jobs.tenants import TenantDirectory
+from settler_jobs.webhook_endpoints import get_endpoint
 from settler_jobs.webhook_outbox import enqueue, flush_outbox, sweep
 from settler_jobs.webhook_send import SendConfig, SendResult, send_delivery
 
@@ -73,6 +78,7 @@ async def deliver_webhook(payload: DeliveryPayload, ctx: JobContext) -> dict[str
     )
     if result.notification is not None:
         ctx.log.warning("webhook endpoint disabled: %s", result.notification.subject)
+        await _email_notice(ctx, result)
     summary: dict[str, Any] = {"deliveryId": payload.deliveryId, "generation": payload.generation}
     if result.skipped:
         return {**summary, "skipped": result.reason}
@@ -81,6 +87,35 @@ async def deliver_webhook(payload: DeliveryPayload, ctx: JobContext) -> dict[str
     if result.outcome != "succeeded":
         raise PermanentFailure(f"webhook delivery {result.outcome}: {_describe(result)}")
     return {**summary, "outcome": result.outcome, "statusCode": result.status_code}
+
+
+async def _email_notice(ctx: JobContext, result: SendResult) -> None:
+    """Email the tenant's contact about a disabled endpoint (once: keyed by the notice).
+
+    The notice itself is already recorded; a failure here is logged, never the job's.
+    """
+    res, notice = ctx.resources, result.notification
+    if notice is None or result.endpoint_id is None:
+        return
+    try:
+        tenant = await TenantDirectory(res.sessions).get_tenant(ctx.tenant_id)
+        if tenant.contact_email is None:
+            return
+        async with res.sessions() as session:
+            endpoint = await get_endpoint(session, result.endpoint_id, tenant_id=ctx.tenant_id)
+        await Emails(res.sessions, res.submitter).notify_endpoint_disabled(
+            ctx.tenant_id,
+            tenant.contact_email,
+            notification_id=notice.id,
+            endpoint_url=display_url(httpx.URL(endpoint.url)),
+            reason=endpoint.disabled_reason or "disabled",
+            disabled_at=endpoint.disabled_at,
+            tier=ctx.tier,
+        )
+    except NotFound:
+        return  # no tenant record (or the endpoint was deleted): the notice stays recorded
+    except Exception:
+        ctx.log.exception("webhook.notice_email_failed")
 
 
 def _describe(result: SendResult) -> str:

@@ -36,24 +36,50 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SETTLER_DATABASE_URL", "DATABASE_URL"),
         description="External database; unset uses SQLite in data_dir.",
     )
-    queue_prefix: str = Field(default="bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    queue_prefix: str = Field(
+        default="bull",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="BullMQ key prefix (Node producers use bull by default).",
+    )
     allow_eviction_policy: bool = Field(
         default=False, description="Start even if Redis may evict keys (loses jobs)."
     )
-    max_payload_bytes: int = Field(default=1_048_576, gt=0)
-    redis_connect_timeout_s: float = Field(default=1.0, gt=0)
-    redis_command_timeout_s: float = Field(default=5.0, gt=0)
-    express_concurrency: int = Field(default=2, ge=1, le=1000)
-    lock_duration_ms: int = Field(default=30_000, ge=1000)
-    stalled_interval_ms: int = Field(default=30_000, ge=500)
-    max_stalled_count: int = Field(default=1, ge=0)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    max_payload_bytes: int = Field(
+        default=1_048_576, gt=0, description="Largest job data accepted."
+    )
+    redis_connect_timeout_s: float = Field(
+        default=1.0, gt=0, description="Fail-fast budget per Redis connection attempt."
+    )
+    redis_command_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest wait for one Redis reply."
+    )
+    express_concurrency: int = Field(
+        default=2, ge=1, le=1000, description="Reserved enterprise slots per kind."
+    )
+    lock_duration_ms: int = Field(
+        default=30_000, ge=1000, description="Job lock; a dead worker's jobs rerun after it."
+    )
+    stalled_interval_ms: int = Field(
+        default=30_000, ge=500, description="How often stalled jobs are looked for."
+    )
+    max_stalled_count: int = Field(
+        default=1, ge=0, description="Stalls tolerated before a job fails (to the DLQ)."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="Time in-flight jobs get on SIGTERM/SIGINT."
+    )
     keep_completed_s: int = Field(default=86_400, ge=0, description="Age of kept completed jobs.")
-    keep_completed_count: int = Field(default=10_000, ge=0)
-    keep_failed_s: int = Field(default=14 * 86_400, ge=0)
-    metrics_host: str = "127.0.0.1"
+    keep_completed_count: int = Field(
+        default=10_000, ge=0, description="Most completed jobs kept per lane."
+    )
+    keep_failed_s: int = Field(
+        default=14 * 86_400, ge=0, description="Age of kept failed jobs (the DLQ has a copy)."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds.")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables /metrics.")
-    dlq_sweep_interval_s: float = Field(default=15.0, gt=0)
+    dlq_sweep_interval_s: float = Field(
+        default=15.0, gt=0, description="How often failed sets are copied to the DLQ."
+    )
     blocking_threads: int = Field(default=16, ge=1, description="Threads for blocking handlers.")
     cpu_processes: int = Field(
         default=0, ge=0, description="Processes for CPU handlers; 0 = cores."
@@ -293,3 +319,29 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(plain):
             return driver + url[len(plain) :]
     return url
+
+
+def reference_markdown() -> str:
+    """Every setting as a Markdown table: variable, default, meaning (docs/configuration.md)."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting reads `SETTLER_<NAME>` from the environment or a `.env` file; the",
+        "connection URLs also read plain `REDIS_URL` and `DATABASE_URL`. Generated from",
+        "`settler_jobs.config.Settings` by `scripts/config_reference.py`; a test keeps it current.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = (
+            "unset"
+            if default is None
+            else "(secret)"
+            if isinstance(default, SecretStr)
+            else default
+        )
+        text = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `SETTLER_{name.upper()}` | `{shown}` | {text} |")
+    return "\n".join(lines) + "\n"

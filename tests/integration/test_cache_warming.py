@@ -143,7 +143,10 @@ async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Setti
         own, foreign = await _run_all(
             sys_,
             [
-                Submission("cache-warming", {}, "t2", Tier.FREE),
+                # The seed's shape, as a Node producer sends it.
+                Submission(
+                    "cache-warming", {"cacheKeys": ["kpi-health", "recent-jobs"]}, "t2", Tier.FREE
+                ),
                 Submission("cache-warming", {"tenants": ["t1"]}, "t2", Tier.FREE),
             ],
         )

@@ -6,7 +6,7 @@ tenant's own job warms that tenant only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,10 @@ class CacheWarmPayload(ScheduledPayload):
     """Which tenants to warm (system jobs only; default: the active ones)."""
 
     tenants: list[str] | None = Field(default=None, max_length=1000)
+    cacheKeys: list[Literal["kpi-health", "recent-jobs"]] | None = Field(
+        default=None, max_length=2
+    )
+    """The seed's shape (`["kpi-health", "recent-jobs"]`); both are always warmed."""
 
 
 async def warm_cache(payload: CacheWarmPayload, ctx: JobContext) -> dict[str, Any]:

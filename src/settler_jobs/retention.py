@@ -19,6 +19,7 @@ unknown gets the LONGEST retention of all tiers, never the shortest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,13 +33,18 @@ from sqlalchemy.orm import QueryableAttribute
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier, failure_reason
 from settler_jobs.resources import QueueOps
+from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
+from settler_jobs.storage.email_tables import EmailSendRow
+from settler_jobs.storage.export_tables import ExportRow
 from settler_jobs.storage.schedule_tables import ScheduleRunRow
 from settler_jobs.storage.tables import Base, DlqEntryRow
+from settler_jobs.storage.tenant_tables import TenantRow
 from settler_jobs.storage.webhook_tables import (
     TenantNotificationRow,
     WebhookDeliveryRow,
     WebhookEventRow,
 )
+from settler_jobs.storage_backend import ObjectStore, object_store
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,8 @@ class RetentionRun:
     dry_run: bool = False
     batch_size: int = 1000
     max_batches: int = 1000
+    store: ObjectStore | None = None
+    """Where export files live (expired ones are deleted with their records)."""
 
     def before_days(self, days: int) -> datetime:
         """The cutoff `days` before `now`."""
@@ -172,9 +180,10 @@ class TableTarget:
                     )
                 )
                 if ids:
+                    # The condition again: a non-unique key must not take other rows along.
                     await session.execute(
                         delete(self.model)
-                        .where(self.key.in_(ids))
+                        .where(self.key.in_(ids), where)
                         .execution_options(synchronize_session=False)
                     )
             if not ids:
@@ -245,6 +254,68 @@ class RetentionRegistry:
         return list(self._targets)
 
 
+@dataclass(frozen=True)
+class ExpiredExportsTarget:
+    """Exports past their expiry, or failed ones as old as the longest retention.
+
+    Per batch the files go first, then the records: a crash in between leaves records
+    whose file is gone (deleted again next run), never a file nobody can find.
+    """
+
+    name: str = "exports-expired"
+
+    def _where(self, run: RetentionRun) -> ColumnElement[bool]:
+        expired = and_(ExportRow.expires_at.is_not(None), ExportRow.expires_at < run.now)
+        stale = and_(
+            ExportRow.status == "failed",
+            ExportRow.updated_at < run.before_days(run.policy.longest_days),
+        )
+        return or_(expired, stale)
+
+    async def apply(self, run: RetentionRun) -> TargetReport:
+        report = TargetReport(self.name)
+        where = self._where(run)
+        if run.dry_run:
+            async with run.sessions() as session:
+                count = await session.scalar(
+                    select(func.count()).select_from(ExportRow).where(where)
+                )
+            report.matched = int(count or 0)
+            return report
+        while report.batches < run.max_batches:
+            async with run.sessions() as session:
+                rows = list(
+                    (
+                        await session.execute(
+                            select(ExportRow.id, ExportRow.storage_key)
+                            .where(where)
+                            .order_by(ExportRow.id)
+                            .limit(run.batch_size)
+                        )
+                    ).all()
+                )
+            if not rows:
+                return report
+            for _, key in rows:
+                if key and run.store is not None:
+                    await asyncio.to_thread(run.store.delete, key)
+            async with run.sessions() as session, session.begin():
+                ids = [export_id for export_id, _ in rows]
+                await session.execute(delete(ExportRow).where(ExportRow.id.in_(ids)))
+            report.batches += 1
+            report.deleted += len(rows)
+            report.matched += len(rows)
+            if len(rows) < run.batch_size:
+                return report
+        report.complete = False
+        return report
+
+
+def _audit_tier() -> Any:
+    """The tier of an audit row's tenant (None for system rows or unknown tenants)."""
+    return select(TenantRow.tier).where(TenantRow.id == AuditLogRow.tenant_id).scalar_subquery()
+
+
 def _unreferenced_events(run: RetentionRun) -> ColumnElement[bool]:
     referenced = select(WebhookDeliveryRow.event_id).where(
         WebhookDeliveryRow.event_id == WebhookEventRow.id
@@ -305,6 +376,33 @@ def default_targets() -> RetentionRegistry:
                 runs.started_at < r.before_days(r.policy.schedule_runs_days),
             ),
         ),
+        # Audit rows follow their tenant's tier; system rows and unknown tenants the longest.
+        TableTarget(
+            "audit-logs",
+            AuditLogRow,
+            AuditLogRow.id,
+            lambda r: tiered_before(_audit_tier(), AuditLogRow.created_at, r),
+        ),
+        TableTarget(
+            "error-logs-resolved",
+            ErrorLogRow,
+            ErrorLogRow.id,
+            lambda r: and_(
+                ErrorLogRow.resolved.is_(True),
+                ErrorLogRow.resolved_at < r.before_days(r.policy.dlq_resolved_days),
+            ),
+        ),
+        ExpiredExportsTarget(),
+        # The sent-ledger only has to outlive retries: the longest tenant retention is ample.
+        TableTarget(
+            "email-ledger",
+            EmailSendRow,
+            EmailSendRow.created_at,
+            lambda r: and_(
+                EmailSendRow.status.in_(("sent", "failed")),
+                EmailSendRow.updated_at < r.before_days(r.policy.longest_days),
+            ),
+        ),
         FinishedJobsTarget(),
     ):
         registry.register(target)
@@ -352,4 +450,5 @@ def retention_run(
         dry_run=dry_run,
         batch_size=settings.retention_batch_size,
         max_batches=settings.retention_max_batches,
+        store=object_store(settings),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,7 +18,11 @@ from settler_jobs.retention import (
     retention_run,
     run_retention,
 )
+from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
+from settler_jobs.storage.email_tables import EmailSendRow
+from settler_jobs.storage.export_tables import ExportRow
 from settler_jobs.storage.tables import Base, DlqEntryRow
+from settler_jobs.storage.tenant_tables import TenantRow
 from settler_jobs.storage.webhook_tables import (
     TenantNotificationRow,
     WebhookAttemptRow,
@@ -25,6 +30,7 @@ from settler_jobs.storage.webhook_tables import (
     WebhookEndpointRow,
     WebhookEventRow,
 )
+from settler_jobs.storage_backend import LocalStore
 
 Sessions = async_sessionmaker[AsyncSession]
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -142,10 +148,19 @@ async def _ids(sessions: Sessions, model: type[Any]) -> set[str]:
         return {str(i) for i in await session.scalars(select(model.id))}
 
 
-def _database_only() -> RetentionRegistry:
+SEEDED_TARGETS = (
+    "dlq-resolved",
+    "webhook-deliveries",
+    "webhook-events",
+    "tenant-notifications",
+    "schedule-runs",
+)
+
+
+def _database_only(names: tuple[str, ...] = SEEDED_TARGETS) -> RetentionRegistry:
     registry = RetentionRegistry()
     for target in default_targets():
-        if target.name != "bullmq-finished-jobs":
+        if target.name in names:
             registry.register(target)
     return registry
 
@@ -219,3 +234,112 @@ async def test_a_failing_target_is_reported_and_the_others_run(
     assert by_target["bullmq-finished-jobs"]["error"] == "no queue connection"
     assert by_target["dlq-resolved"]["deleted"] == 2
     assert report["complete"] is False
+
+
+async def test_audit_error_export_and_email_rows_follow_their_rules(
+    db_session_factory: Sessions, tmp_path: Path
+) -> None:
+    sessions = db_session_factory
+    store = LocalStore(tmp_path / "files")
+    for key in ("exports/t1/exp_old.csv", "exports/t1/exp_new.csv"):
+        with store.open_write(key) as out:
+            out.write(b"a,b\r\n")
+    async with sessions() as session, session.begin():
+        session.add_all(
+            [
+                TenantRow(id="t-free", name="", tier="free", created_at=NOW, updated_at=NOW),
+                TenantRow(id="t-ent", name="", tier="enterprise", created_at=NOW, updated_at=NOW),
+                _audit("t-free", 20),  # free keeps 14 days: goes
+                _audit("t-free", 5),
+                _audit("t-ent", 200),  # enterprise keeps 365: stays
+                _audit("t-gone", 200),  # unknown tenant: the longest (365), stays
+                _audit(None, 400),  # system row older than the longest: goes
+                _error(resolved=True, days=40),  # resolved past 30 days: goes
+                _error(resolved=True, days=5),
+                _error(resolved=False, days=400),  # open errors stay
+                _export("exp_old", expires_days_ago=1),
+                _export("exp_new", expires_days_ago=-3),
+                _email("sent", 400),
+                _email("sending", 400),  # in flight: stays
+                _email("sent", 3),
+            ]
+        )
+    names = ("audit-logs", "error-logs-resolved", "exports-expired", "email-ledger")
+    report = await run_retention(_plan(sessions, store=store), _database_only(names))
+    assert {t["target"]: t["deleted"] for t in report["targets"]} == {
+        "audit-logs": 2,
+        "error-logs-resolved": 1,
+        "exports-expired": 1,
+        "email-ledger": 1,
+    }
+    async with sessions() as session:
+        audits = {(a.tenant_id, a.target_id) for a in await session.scalars(select(AuditLogRow))}
+        exports = set(await session.scalars(select(ExportRow.id)))
+        ledger = set(await session.scalars(select(EmailSendRow.status)))
+    assert audits == {("t-free", "5"), ("t-ent", "200"), ("t-gone", "200")}
+    assert exports == {"exp_new"}
+    assert not store.exists("exports/t1/exp_old.csv") and store.exists("exports/t1/exp_new.csv")
+    assert ledger == {"sending", "sent"} and len(await _ids_of_email(sessions)) == 2
+
+
+def _audit(tenant: str | None, days: int) -> AuditLogRow:
+    return AuditLogRow(
+        actor="cli",
+        tenant_id=tenant,
+        action="thing.done",
+        target_type="thing",
+        target_id=str(days),
+        details={},
+        created_at=_ago(days),
+    )
+
+
+def _error(*, resolved: bool, days: int) -> ErrorLogRow:
+    return ErrorLogRow(
+        queue="q",
+        kind="k",
+        job_id=f"j{days}{resolved}",
+        tenant_id="t1",
+        error_type="E",
+        error_message="m",
+        attempts=1,
+        created_at=_ago(days + 1),
+        resolved=resolved,
+        resolved_at=_ago(days) if resolved else None,
+    )
+
+
+def _export(export_id: str, *, expires_days_ago: int) -> ExportRow:
+    return ExportRow(
+        id=export_id,
+        tenant_id="t1",
+        tier="free",
+        dataset="audit_log",
+        format="csv",
+        filters={},
+        status="succeeded",
+        storage_key=f"exports/t1/{export_id}.csv",
+        expires_at=_ago(expires_days_ago),
+        created_at=_ago(10),
+        updated_at=_ago(10),
+    )
+
+
+def _email(status: str, days: int) -> EmailSendRow:
+    return EmailSendRow(
+        tenant_id="t1",
+        idempotency_key=f"k-{status}-{days}",
+        recipient="ann@example.com",
+        template="welcome",
+        status=status,
+        attempts=1,
+        job_id="j1",
+        provider="outbox",
+        created_at=_ago(days),
+        updated_at=_ago(days),
+    )
+
+
+async def _ids_of_email(sessions: Sessions) -> list[str]:
+    async with sessions() as session:
+        return list(await session.scalars(select(EmailSendRow.idempotency_key)))

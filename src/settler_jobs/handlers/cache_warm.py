@@ -21,9 +21,7 @@ class CacheWarmPayload(ScheduledPayload):
     """Which tenants to warm (system jobs only; default: the active ones)."""
 
     tenants: list[str] | None = Field(default=None, max_length=1000)
-    cacheKeys: list[Literal["kpi-health", "recent-jobs"]] | None = Field(
-        default=None, max_length=2
-    )
+    cacheKeys: list[Literal["kpi-health", "recent-jobs"]] | None = Field(default=None, max_length=2)
     """The seed's shape (`["kpi-health", "recent-jobs"]`); both are always warmed."""
 
 

@@ -14,7 +14,10 @@ Built in:
 * ``dlq_entries``: dead letters with their triage state (payload and stack left out).
 * ``webhook_deliveries``: deliveries with their event type and outcome.
 
-More (reconciliation results) join with `register_dataset`.
+* ``reconciliation_matches`` / ``_discrepancies`` / ``_unmatched``: one run's results
+  (filter ``run_id`` required), joined to the run for its tenant.
+
+More join with `register_dataset`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ from sqlalchemy import ColumnElement, FromClause
 
 from settler_jobs.errors import InvalidJob
 from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
+from settler_jobs.storage.reconcile_tables import (
+    ReconciliationDiscrepancyRow,
+    ReconciliationMatchRow,
+    ReconciliationRunRow,
+    ReconciliationUnmatchedRow,
+)
 from settler_jobs.storage.tables import DlqEntryRow, UTCDateTime
 from settler_jobs.storage.webhook_tables import WebhookDeliveryRow, WebhookEventRow
 
@@ -199,6 +208,113 @@ def _delivery_conditions(f: DeliveryFilters) -> list[ColumnElement[bool]]:
     return conds
 
 
+class RunFilters(Filters):
+    """Which reconciliation run (required); `since`/`until` apply to the run's start."""
+
+    run_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class UnmatchedFilters(RunFilters):
+    """One side of a run's unmatched items (positions count per side)."""
+
+    side: Literal["source", "target"]
+
+
+def _run_conditions(table: Any) -> Conditions:
+    def conditions(f: RunFilters) -> list[ColumnElement[bool]]:
+        conds = [table.c.run_id == f.run_id]
+        side = getattr(f, "side", None)
+        if side is not None:
+            conds.append(table.c.side == side)
+        return conds
+
+    return conditions
+
+
+def _reconciliation() -> list[Dataset]:
+    runs = ReconciliationRunRow.__table__
+    m = ReconciliationMatchRow.__table__
+    d = ReconciliationDiscrepancyRow.__table__
+    u = ReconciliationUnmatchedRow.__table__
+
+    def of_run(table: Any) -> FromClause:
+        joined: FromClause = table.join(runs, table.c.run_id == runs.c.id)
+        return joined
+
+    return [
+        Dataset(
+            "reconciliation_matches",
+            "One reconciliation run's matched pairs (filter run_id).",
+            of_run(m),
+            runs.c.tenant_id,
+            runs.c.created_at,
+            m.c.position,
+            (
+                ("position", m.c.position),
+                ("run_started", runs.c.created_at),
+                ("rule", m.c.rule),
+                ("confidence", m.c.confidence),
+                ("currency", m.c.currency),
+                ("source_line", m.c.source_line),
+                ("source_id", m.c.source_id),
+                ("source_amount_minor", m.c.source_amount),
+                ("source_at", m.c.source_at),
+                ("target_line", m.c.target_line),
+                ("target_id", m.c.target_id),
+                ("target_amount_minor", m.c.target_amount),
+                ("target_at", m.c.target_at),
+            ),
+            RunFilters,
+            _run_conditions(m),
+        ),
+        Dataset(
+            "reconciliation_discrepancies",
+            "One reconciliation run's discrepancies (filter run_id).",
+            of_run(d),
+            runs.c.tenant_id,
+            runs.c.created_at,
+            d.c.position,
+            (
+                ("position", d.c.position),
+                ("run_started", runs.c.created_at),
+                ("rule", d.c.rule),
+                ("kind", d.c.kind),
+                ("source_id", d.c.source_id),
+                ("source_amount_minor", d.c.source_amount),
+                ("source_currency", d.c.source_currency),
+                ("target_id", d.c.target_id),
+                ("target_amount_minor", d.c.target_amount),
+                ("target_currency", d.c.target_currency),
+                ("difference_minor", d.c.difference),
+            ),
+            RunFilters,
+            _run_conditions(d),
+        ),
+        Dataset(
+            "reconciliation_unmatched",
+            "One side of a reconciliation run's unmatched items (filter run_id and side).",
+            of_run(u),
+            runs.c.tenant_id,
+            runs.c.created_at,
+            u.c.position,
+            (
+                ("position", u.c.position),
+                ("run_started", runs.c.created_at),
+                ("side", u.c.side),
+                ("line", u.c.line),
+                ("external_id", u.c.external_id),
+                ("amount_minor", u.c.amount),
+                ("currency", u.c.currency),
+                ("occurred_at", u.c.occurred_at),
+                ("reason", u.c.reason),
+                ("detail", u.c.detail),
+            ),
+            UnmatchedFilters,
+            _run_conditions(u),
+        ),
+    ]
+
+
 def _builtins() -> list[Dataset]:
     tables = (AuditLogRow, ErrorLogRow, DlqEntryRow, WebhookDeliveryRow, WebhookEventRow)
     a, e, d, w, ev = (t.__table__.c for t in tables)
@@ -293,5 +409,5 @@ def _builtins() -> list[Dataset]:
     ]
 
 
-for _dataset in _builtins():
+for _dataset in [*_builtins(), *_reconciliation()]:
     register_dataset(_dataset)

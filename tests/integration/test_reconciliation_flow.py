@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import InvalidJob, NotFound
+from settler_jobs.exports import Exports
 from settler_jobs.handlers import default_registry
 from settler_jobs.keyring import secret_box
 from settler_jobs.reconcile.store import Run
@@ -60,12 +63,29 @@ class Flow:
         return done[0]
 
 
+async def _finished_export(exports: Exports, tenant: str, export_id: str) -> Any:
+    async def probe() -> Any:
+        return await exports.get_export(tenant, export_id)
+
+    return await eventually(
+        probe, lambda e: e.status.value in ("succeeded", "failed"), timeout_s=30
+    )
+
+
+def _services(flow: Flow) -> Any:
+    """Enough of `Services` for `Exports.from_services`."""
+    sys_ = flow.system
+    return SimpleNamespace(settings=sys_.settings, sessions=sys_.sessions, queue=sys_.queue)
+
+
 @pytest.fixture
 async def flow(settings: Settings) -> AsyncIterator[Flow]:
     local = settings.model_copy(
         update={"outbound_allow_http": True, "outbound_allow_networks": ["127.0.0.1/32"]}
     )
-    registry = default_registry().select(["reconciliation", "webhook-delivery"])
+    registry = default_registry().select(
+        ["reconciliation", "webhook-delivery", "export-generation"]
+    )
     async with WebhookReceiver() as receiver, system(local, registry) as sys_:
         box = secret_box(local)
         recs = Reconciliations(local, sys_.sessions, sys_.queue, box)
@@ -113,6 +133,25 @@ async def test_a_run_matches_stores_results_and_announces_them(flow: Flow) -> No
     event = seen.json()
     assert seen.verified and event["type"] == "reconciliation.completed"
     assert event["data"]["runId"] == run.id and event["data"]["matched"] == 2
+
+    # The results export through the export kind, one file per result set.
+    exports = Exports.from_services(_services(flow))
+    for dataset, filters, rows in (
+        ("reconciliation_matches", {"run_id": run.id}, 2),
+        ("reconciliation_unmatched", {"run_id": run.id, "side": "source"}, 1),
+    ):
+        export = await exports.create_export(TENANT, dataset, "csv", filters)
+        done = await _finished_export(exports, TENANT, export.id)
+        assert (done.status.value, done.row_count) == ("succeeded", rows), done.error
+    other = await exports.create_export(
+        "globex", "reconciliation_matches", "csv", {"run_id": run.id}
+    )
+    empty = await eventually(
+        lambda: exports.get_export("globex", other.id),
+        lambda e: e.status.value == "succeeded",
+        timeout_s=30,
+    )
+    assert empty.row_count == 0  # another tenant's run exports nothing
 
 
 async def test_a_missing_source_fails_the_run_and_announces_it(flow: Flow) -> None:

@@ -79,7 +79,9 @@ def parse(data: Any) -> Envelope:
         raise PermanentFailure("job data must be a JSON object")
     try:
         tenant_id = validate_tenant_id(data.get("tenantId"))  # type: ignore[arg-type]
-        tier = Tier.parse(str(data.get("tenantTier", "")))
+        raw_tier = data.get("tenantTier")
+        tier = _TIERS.get(raw_tier) if isinstance(raw_tier, str) else None
+        tier = tier or Tier.parse(str(raw_tier or ""))
         priority = _optional(data.get("priorityClass"), PriorityClass.parse)
     except ValueError as exc:
         raise PermanentFailure(f"job data envelope is invalid: {exc}") from None
@@ -105,6 +107,10 @@ def tenant_of(data: Any) -> str | None:
         value = data.get("tenantId")
         return value if isinstance(value, str) else None
     return None
+
+
+_TIERS: Final = {t.value: t for t in Tier}
+"""Exact tier names: the fast path of a per-job parse (other spellings go to Tier.parse)."""
 
 
 def _optional(value: Any, parser: Any) -> Any:

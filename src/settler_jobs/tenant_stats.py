@@ -38,6 +38,26 @@ def hour_bucket(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H")
 
 
+_Summary = tuple[str, str, str, int, int, int, str | None]
+"""(job id, kind, outcome, attempt, duration ms, finished at ms, error)."""
+
+
+def _summary_json(item: _Summary) -> str:
+    job_id, kind, outcome, attempt, duration_ms, at_ms, error = item
+    finished = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    summary: dict[str, Any] = {
+        "id": job_id,
+        "kind": kind,
+        "outcome": outcome,
+        "attempt": attempt,
+        "durationMs": duration_ms,
+        "finishedAt": finished,
+    }
+    if error:
+        summary["error"] = error[:_MAX_ERROR]
+    return json.dumps(summary)
+
+
 def stats_key(prefix: str, tenant: str, bucket: str) -> str:
     return f"{prefix}:settler:stats:{tenant}:{bucket}"
 
@@ -57,8 +77,9 @@ class TenantStats:
         self._prefix = prefix
         self._cap = recent_cap
         self._counts: dict[tuple[str, str, str], int] = {}
-        self._recent: dict[str, deque[str]] = {}
+        self._recent: dict[str, deque[_Summary]] = {}
         self._seen: dict[str, int] = {}
+        self._hour: tuple[int, str] = (-1, "")
 
     def record(
         self,
@@ -72,24 +93,31 @@ class TenantStats:
         at: datetime,
         error: str | None = None,
     ) -> None:
-        """Count one attempt's outcome for the tenant (memory only)."""
-        bucket = hour_bucket(at)
-        slot = at.astimezone(UTC).minute // SLOT_MINUTES
+        """Count one attempt's outcome for the tenant (memory only).
+
+        Runs once per job: the JSON summary is built at flush time, and only for the
+        newest `recent_cap` jobs of each tenant.
+        """
+        at_ms = int(at.timestamp() * 1000)
+        bucket = self._bucket(at_ms // 3_600_000, at)
+        slot = (at_ms // 60_000) % 60 // SLOT_MINUTES
         for name in (f"{outcome}:{kind}", f"{outcome}@{slot}"):
             key = (tenant, bucket, name)
             self._counts[key] = self._counts.get(key, 0) + 1
-        summary: dict[str, Any] = {
-            "id": job_id,
-            "kind": kind,
-            "outcome": outcome,
-            "attempt": attempt,
-            "durationMs": duration_ms,
-            "finishedAt": at.astimezone(UTC).isoformat(timespec="milliseconds"),
-        }
-        if error:
-            summary["error"] = error[:_MAX_ERROR]
-        self._recent.setdefault(tenant, deque(maxlen=self._cap)).append(json.dumps(summary))
-        self._seen[tenant] = int(at.timestamp() * 1000)
+        recent = self._recent.get(tenant)
+        if recent is None:
+            recent = self._recent[tenant] = deque(maxlen=self._cap)
+        recent.append((job_id, kind, outcome, attempt, duration_ms, at_ms, error))
+        self._seen[tenant] = at_ms
+
+    def _bucket(self, hour: int, at: datetime) -> str:
+        if self._hour[0] != hour:
+            self._hour = (hour, hour_bucket(at))
+        return self._hour[1]
+
+    def recent_json(self, tenant: str) -> list[str]:
+        """The buffered recent jobs of `tenant` as the JSON documents flushed to Redis."""
+        return [_summary_json(item) for item in self._recent.get(tenant, ())]
 
     @property
     def pending(self) -> bool:
@@ -112,7 +140,7 @@ class TenantStats:
             pipe.expire(key, STATS_TTL_S)
         for tenant, summaries in recent.items():
             key = recent_key(self._prefix, tenant)
-            pipe.lpush(key, *summaries)
+            pipe.lpush(key, *(_summary_json(item) for item in summaries))
             pipe.ltrim(key, 0, self._cap - 1)
             pipe.expire(key, STATS_TTL_S)
         pipe.zadd(tenants_key(self._prefix), seen, gt=True)

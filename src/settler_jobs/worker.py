@@ -64,8 +64,10 @@ class WorkerRuntime:
         self.resources = Resources(settings, sessions, self._queue, self._rng, self._queue)
         self._stats = TenantStats(settings.queue_prefix, settings.stats_recent_jobs)
         self._lanes: list[LaneWorker] = []
-        self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Timeout] = {}
         self._cancel_requested: set[tuple[str, str]] = set()
+        self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._wait_children: dict[tuple[str, str, str], Any] = {}
         self._background: list[asyncio.Task[None]] = []
         self._threads = ThreadPoolExecutor(settings.blocking_threads, "settler-handler")
         self.worker_id = heartbeat.new_worker_id()
@@ -175,25 +177,40 @@ class WorkerRuntime:
         except Exception as exc:
             raise self._failed(kind, active, exc, tier, started) from exc
         self._account(kind, active, "completed", started)
-        labels = (active.queue, kind.name, tier)
-        self.metrics.job_completions.labels(*labels).inc()
-        self.metrics.job_duration.labels(*labels, "completed").observe(time.monotonic() - started)
+        completions, duration = self._completed_metrics(active.queue, kind.name, tier)
+        completions.inc()
+        duration.observe(time.monotonic() - started)
         return result
+
+    def _completed_metrics(self, queue: str, kind: str, tier: str) -> tuple[Any, Any]:
+        """The completion counter and duration histogram of these labels (cached)."""
+        key = (queue, kind, tier)
+        found = self._metric_children.get(key)
+        if found is None:
+            found = (
+                self.metrics.job_completions.labels(queue, kind, tier),
+                self.metrics.job_duration.labels(queue, kind, tier, "completed"),
+            )
+            self._metric_children[key] = found
+        return found
 
     async def _execute(
         self, kind: JobKind, payload: Any, ctx: JobContext, active: ActiveJob, timeout: float
     ) -> Any:
+        # The handler runs in the lane slot's own task under a timeout scope: no task per
+        # job. A cancel request moves the scope's deadline to now (see _cancel_once).
         key = (active.queue, active.id)
-        inner = asyncio.ensure_future(self._call(kind, payload, ctx))
-        self._inflight[key] = inner
+        scope = asyncio.timeout(timeout)
+        self._inflight[key] = scope
         try:
-            return await asyncio.wait_for(inner, timeout)
+            async with scope:
+                return await self._call(kind, payload, ctx)
         except TimeoutError:
-            raise TimeoutError(f"attempt timed out after {timeout:g}s") from None
-        except asyncio.CancelledError:
-            if key in self._cancel_requested and inner.cancelled():
+            if not scope.expired():
+                raise  # the handler's own TimeoutError, not this attempt's deadline
+            if key in self._cancel_requested:
                 raise JobCancelled("cancelled on request while running") from None
-            raise
+            raise TimeoutError(f"attempt timed out after {timeout:g}s") from None
         finally:
             self._inflight.pop(key, None)
             self._cancel_requested.discard(key)
@@ -253,7 +270,11 @@ class WorkerRuntime:
     def _observe_wait(self, kind: JobKind, active: ActiveJob, tier: str) -> None:
         if active.attempts_made == 0:
             waited = max(0.0, (active.processed_at_ms - active.created_at_ms) / 1000)
-            self.metrics.job_wait.labels(active.queue, kind.name, tier).observe(waited)
+            key = (active.queue, kind.name, tier)
+            child = self._wait_children.get(key)
+            if child is None:
+                child = self._wait_children[key] = self.metrics.job_wait.labels(*key)
+            child.observe(waited)
 
     async def _on_dead(self, job: JobRecord) -> None:
         try:
@@ -267,10 +288,10 @@ class WorkerRuntime:
 
     async def _cancel_once(self) -> None:
         async for queue, job_id in self._queue.cancellation_requests():
-            task = self._inflight.get((queue, job_id))
-            if task is not None and not task.done():
+            scope = self._inflight.get((queue, job_id))
+            if scope is not None and not scope.expired():
                 self._cancel_requested.add((queue, job_id))
-                task.cancel()
+                scope.reschedule(asyncio.get_running_loop().time())
 
     async def _sweep_loop(self) -> None:
         async def once() -> None:

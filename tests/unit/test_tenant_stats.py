@@ -23,7 +23,7 @@ def test_buffer_counts_per_kind_and_five_minute_slot_and_caps_recent_jobs() -> N
     assert counts[("t1", "2026061014", "completed:email")] == 3
     assert counts[("t1", "2026061014", "completed@7")] == 3
     assert counts[("t1", "2026061014", "failed:email")] == 1
-    recent = [json.loads(r) for r in stats._recent["t1"]]
+    recent = [json.loads(r) for r in stats.recent_json("t1")]
     assert [r["id"] for r in recent] == ["j2", "jx"]  # capped at the newest two
     assert len(recent[-1]["error"]) == 200
 

@@ -90,9 +90,9 @@ async def create_link(
 async def download(
     export_id: ExportId,
     ctx: Context,
-    tenant: Annotated[str, Query(min_length=1, max_length=64)],
+    tenant: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")],
     expires: Annotated[int, Query(ge=0)],
-    signature: Annotated[str, Query(min_length=64, max_length=64)],
+    signature: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
 ) -> StreamingResponse:
     """The export's file, for a valid, unexpired link (403 otherwise)."""
     expected = _signature(ctx.link_key, tenant, export_id, expires)

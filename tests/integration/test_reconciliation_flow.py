@@ -14,12 +14,14 @@ import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier
+from settler_jobs.email_outbox import list_outbox, read_outbox
 from settler_jobs.errors import InvalidJob, NotFound
 from settler_jobs.exports import Exports
 from settler_jobs.handlers import default_registry
 from settler_jobs.keyring import secret_box
 from settler_jobs.reconcile.store import Run
 from settler_jobs.reconciliations import Reconciliations
+from settler_jobs.tenants import TenantDirectory
 from settler_jobs.webhooks import Webhooks
 from tests.harness import System, system
 from tests.helpers import eventually
@@ -83,10 +85,12 @@ async def flow(settings: Settings) -> AsyncIterator[Flow]:
     local = settings.model_copy(
         update={"outbound_allow_http": True, "outbound_allow_networks": ["127.0.0.1/32"]}
     )
-    registry = default_registry().select(
-        ["reconciliation", "webhook-delivery", "export-generation"]
-    )
+    kinds = ["reconciliation", "webhook-delivery", "export-generation", "email-sending"]
+    registry = default_registry().select(kinds)
     async with WebhookReceiver() as receiver, system(local, registry) as sys_:
+        await TenantDirectory(sys_.sessions).create_tenant(
+            TENANT, Tier.GROWTH, contact_email="books@acme.example"
+        )
         box = secret_box(local)
         recs = Reconciliations(local, sys_.sessions, sys_.queue, box)
         hooks = Webhooks.from_settings(local, sys_.sessions, sys_.queue)
@@ -133,6 +137,16 @@ async def test_a_run_matches_stores_results_and_announces_them(flow: Flow) -> No
     event = seen.json()
     assert seen.verified and event["type"] == "reconciliation.completed"
     assert event["data"]["runId"] == run.id and event["data"]["matched"] == 2
+
+    # The tenant's contact is told by email (once per run).
+    outbox = flow.system.settings.outbox_dir
+
+    async def mails() -> list[Any]:
+        return list_outbox(outbox)
+
+    (mail,) = await eventually(mails, bool, timeout_s=20)
+    text = read_outbox(outbox, mail.name)
+    assert "books@acme.example" in text and run.id in text
 
     # The results export through the export kind, one file per result set.
     exports = Exports.from_services(_services(flow))

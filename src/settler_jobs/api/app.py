@@ -6,9 +6,10 @@ reconciliations add theirs there when they exist.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from settler_jobs import __version__
 from settler_jobs.api import errors
 from settler_jobs.api.deps import ApiContext
-from settler_jobs.api.middleware import ApiMetrics, BodyLimit, RequestMetrics
+from settler_jobs.api.middleware import ApiMetrics, AuditTrail, BodyLimit, RequestMetrics
 from settler_jobs.api.ratelimit import RateLimiter
 from settler_jobs.api.routers import (
     dlq,
@@ -27,6 +28,7 @@ from settler_jobs.api.routers import (
     reconciliations,
     webhooks,
 )
+from settler_jobs.audit import record_audit_now
 from settler_jobs.config import Settings
 from settler_jobs.exports import Exports
 from settler_jobs.keyring import derived_key, secret_box
@@ -39,6 +41,7 @@ from settler_jobs.services import open_services
 from settler_jobs.tenants import TenantDirectory
 from settler_jobs.webhooks import Webhooks
 
+log = logging.getLogger(__name__)
 API_PREFIX: Final = "/v1"
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     jobs.router,
@@ -61,6 +64,18 @@ def api_settings(settings: Settings) -> Settings:
             "redis_command_timeout_s": min(settings.redis_command_timeout_s, timeout),
         }
     )
+
+
+def _recorder(app: FastAPI) -> Any:
+    """Writes audit rows through the app's database (opened by the lifespan)."""
+
+    async def record(**fields: Any) -> None:
+        try:
+            await record_audit_now(app.state.ctx.services.sessions, **fields)
+        except Exception:
+            log.exception("audit.record_failed", extra={"action": fields.get("action")})
+
+    return record
 
 
 def create_app(
@@ -121,6 +136,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(AuditTrail, record=_recorder(app), prefix=API_PREFIX)
     # Added last, so it runs first: nothing reads a body past the limit.
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     return app

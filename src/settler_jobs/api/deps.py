@@ -67,6 +67,7 @@ Context = Annotated[ApiContext, Depends(context)]
 
 
 async def tenant(
+    request: Request,
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_tenant_bearer)],
 ) -> Principal:
@@ -83,10 +84,12 @@ async def tenant(
             f"rate limit of the {principal.tier.value} tier exceeded",
             headers={"Retry-After": str(verdict.retry_after_s)},
         )
+    request.state.audit = (f"key:{principal.key_id}", principal.tenant_id)
     return principal
 
 
 async def operator(
+    request: Request,
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_bearer)],
 ) -> str:
@@ -97,6 +100,7 @@ async def operator(
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise HTTPException(401, "invalid operator token", headers=_CHALLENGE)
+    request.state.audit = ("operator", None)
     return "operator"
 
 

@@ -147,3 +147,53 @@ def _route_of(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
     return str(path) if path else "unmatched"
+
+
+_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuditTrail:
+    """Record every successful state-changing request in the audit log.
+
+    Who acted comes from the auth dependencies (`scope["state"]["audit"]`: actor and
+    tenant); the action is the method and route template (`POST /v1/jobs/{job_id}/cancel`),
+    the target the first path parameter. Only requests answered below 400 are recorded;
+    a failure to record is logged, never turned into an error for the caller.
+    """
+
+    def __init__(self, app: ASGIApp, record: Any, prefix: str = "") -> None:
+        self.app = app
+        self.record = record
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _CHANGES:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        who = scope.get("state", {}).get("audit")
+        route = scope.get("route")
+        if status >= 400 or who is None or route is None:
+            return
+        params = scope.get("path_params") or {}
+        target = next(iter(params.items()), None)
+        # Routes of included routers report their path without the mount prefix.
+        path = str(route.path)
+        if str(scope.get("path", "")).startswith(self.prefix + "/") and not path.startswith(
+            self.prefix + "/"
+        ):
+            path = self.prefix + path
+        await self.record(
+            actor=who[0],
+            tenant_id=who[1],
+            action=f"{scope['method']} {path}"[:64],
+            target=(target[0], str(target[1])) if target else None,
+        )

@@ -14,11 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from settler_jobs.emails import Emails
 from settler_jobs.errors import NotFound, PermanentFailure
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.reconcile.job import execute_run
 from settler_jobs.reconcile.store import Run
 from settler_jobs.resources import outbound_policy
+from settler_jobs.tenants import TenantDirectory
 from settler_jobs.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,35 @@ async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str
     await ctx.report_progress(100)
     result = summary(run)
     await _publish(ctx, "reconciliation.completed", result)
+    await _email_contact(ctx, run)
     return result
+
+
+async def _email_contact(ctx: JobContext, run: Run) -> None:
+    """Email the tenant's contact, when one is set, that the run completed (once per run)."""
+    res = ctx.resources
+    try:
+        tenant = await TenantDirectory(res.sessions).get_tenant(ctx.tenant_id)
+    except NotFound:
+        return
+    if tenant.contact_email is None:
+        return
+    data = {
+        "run_id": run.id,
+        "matched": run.matched,
+        "unmatched": run.unmatched_source + run.unmatched_target,
+    }
+    try:
+        await Emails(res.sessions, res.submitter).send(
+            ctx.tenant_id,
+            tenant.contact_email,
+            "reconciliation_completed",
+            data,
+            tier=ctx.tier,
+            idempotency_key=f"reconciliation:{run.id}",
+        )
+    except Exception:
+        log.exception("reconciliation.email_failed", extra={"run_id": run.id})
 
 
 def _failed(definition_id: str, ctx: JobContext, exc: Exception) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def _tenant_row(t: Tenant) -> dict[str, Any]:
         "id": t.id,
         "name": t.name,
         "tier": t.tier.value,
-        "contact": t.contact_email or "-",
+        "contact": t.contact_email,
         "created": _when(t.created_at),
     }
 
@@ -71,6 +71,8 @@ def _key_row(k: ApiKey) -> dict[str, Any]:
 
 def _emit_tenants(tenants: list[Tenant], as_json: bool) -> None:
     rows = [_tenant_row(t) for t in tenants]
+    if not as_json:
+        rows = [{**row, "contact": row["contact"] or "-"} for row in rows]
     emit(rows) if as_json else emit_rows(rows, False)
 
 

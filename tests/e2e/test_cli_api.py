@@ -25,7 +25,13 @@ def _free_port() -> int:
 def test_tenants_and_keys(cli: Cli) -> None:
     created = cli.json("tenants", "create", "acme", "--tier", "pro", "--name", "Acme")
     assert created == [
-        {"id": "acme", "name": "Acme", "tier": "growth", "created": created[0]["created"]}
+        {
+            "id": "acme",
+            "name": "Acme",
+            "tier": "growth",
+            "contact": None,
+            "created": created[0]["created"],
+        }
     ]
     assert cli("tenants", "create", "acme").returncode == 6
     assert cli("tenants", "create", "bad id!").returncode == 4

@@ -56,8 +56,14 @@ async def take(
     sessions: async_sessionmaker[AsyncSession],
     client: Redis,
     settings: Settings,
+    *,
+    worker_id: str | None = None,
 ) -> Snapshot:
-    """Read the current state (Redis and the database); bounded reads only."""
+    """Read the current state (Redis and the database); bounded reads only.
+
+    `worker_id`, the process taking the snapshot, counts as alive even before its
+    first heartbeat is written.
+    """
     now = datetime.now(UTC)
     finished = await queue.finished_since(settings.alert_failure_window_s)
     active = await queue.oldest_active_s()
@@ -71,7 +77,8 @@ async def take(
         )
         for c in await queue.counts()
     }
-    alive = len(await heartbeat.live_workers(client, settings.queue_prefix))
+    live = {w.id for w in await heartbeat.live_workers(client, settings.queue_prefix)}
+    alive = len(live | ({worker_id} if worker_id else set()))
     enabled = [s for s in schedules.configured(settings) if s.enabled]
     infos = {i.id: i for i in await queue.list_schedules()}
     grace = timedelta(seconds=settings.schedule_missed_grace_s)

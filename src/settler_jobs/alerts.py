@@ -5,6 +5,7 @@ Every worker runs `cycle` each `alert_interval_s` (see `WorkerRuntime._alerts_lo
 it takes a `Snapshot`, exports it as gauges, and, if it wins the short Redis lease
 (one evaluator per interval across all workers), evaluates the conditions against
 the settings' thresholds (the rules file's defaults) and updates the active alerts.
+Like a rule's ``for:``, a condition is "pending" until it held `alert_for_s`.
 
 Active alerts live in the hash ``<prefix>:settler:alerts``, one JSON field per alert
 (name plus labels), with `since`, `last_seen`, the latest `value` and when operators
@@ -83,6 +84,8 @@ class ActiveAlert:
     since: datetime
     last_seen: datetime
     notified_at: datetime | None
+    state: str = "firing"
+    """"pending" until the condition held `alert_for_s`, then "firing"."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (CLI, dashboard)."""
@@ -207,6 +210,7 @@ def _active(entry: Mapping[str, Any]) -> ActiveAlert | None:
             since=_at(int(entry["since_ms"])),
             last_seen=_at(int(entry["last_seen_ms"])),
             notified_at=_at(int(notified)) if notified is not None else None,
+            state=str(entry.get("state", "firing")),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -329,6 +333,7 @@ async def update(
     now_ms = heartbeat.now_ms()
     stored = await _load(client, prefix)
     repeat_ms = settings.alert_repeat_s * 1000
+    for_ms = settings.alert_for_s * 1000
     for c in conditions[:_MAX_ALERTS]:
         entry = stored.pop(c.key, None) or {"key": c.key, "since_ms": now_ms, "repeats": 0}
         entry.pop("resolved_ms", None)  # firing again before its resolve was sent: same episode
@@ -340,14 +345,19 @@ async def update(
             summary=c.summary,
             last_seen_ms=now_ms,
         )
+        was = entry.get("state")
+        entry["state"] = "pending" if now_ms - int(entry["since_ms"]) < for_ms else "firing"
+        if entry["state"] == "firing" and was != "firing":
+            log.warning("alert.firing", extra={"alert": c.key, "value": c.value})
         notified = entry.get("notified_ms")
-        due = notified is None or (repeat_ms > 0 and now_ms - int(notified) >= repeat_ms)
+        due = entry["state"] == "firing" and (
+            notified is None or (repeat_ms > 0 and now_ms - int(notified) >= repeat_ms)
+        )
         if due and notifier.configured:
             # A repeat gets a new notification id; a failed send retries with the same id.
             repeats = int(entry.get("repeats", 0)) + (0 if notified is None else 1)
             if await notifier.send("firing", {**entry, "repeats": repeats}, now_ms):
                 entry.update(notified_ms=now_ms, repeats=repeats)
-            log.warning("alert.firing", extra={"alert": c.key, "value": c.value})
         await client.hset(alerts_key(prefix), c.key, json.dumps(entry))
     for key, entry in stored.items():  # no longer holding: resolved
         entry.setdefault("resolved_ms", now_ms)

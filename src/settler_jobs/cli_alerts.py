@@ -33,6 +33,7 @@ def list_alerts(as_json: JsonOpt = False) -> None:
         [
             {
                 "alert": r["alert"],
+                "state": r["state"],
                 "labels": ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-",
                 "value": f"{r['value']:g} (> {r['threshold']:g})",
                 "since": r["since"],

@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     alert_interval_s: float = Field(
         default=15.0, gt=0, description="How often workers refresh alert metrics and evaluate."
     )
+    alert_for_s: float = Field(
+        default=60.0, ge=0, description="How long a condition must hold before its alert fires."
+    )
     alert_queue_depth: int = Field(
         default=1000, ge=0, description="Waiting jobs in one lane above which an alert fires."
     )

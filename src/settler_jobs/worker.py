@@ -349,7 +349,11 @@ class WorkerRuntime:
 
         async def probe() -> alert_probes.Snapshot:
             snapshot = await alert_probes.take(
-                self._queue, self._sessions, self._queue.client, self.settings
+                self._queue,
+                self._sessions,
+                self._queue.client,
+                self.settings,
+                worker_id=self.worker_id,
             )
             alert_probes.export(snapshot, self.metrics)
             return snapshot

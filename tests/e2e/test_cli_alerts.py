@@ -31,6 +31,7 @@ def _store_alert_and_beat(settings: Settings) -> None:
 def test_alerts_list_from_the_command_line(cli: Cli, settings: Settings) -> None:
     [missing] = cli.json("alerts", "list")
     assert missing["alert"] == "NoWorkerHeartbeat" and missing["value"] == 0
+    assert missing["state"] == "firing"
 
     _store_alert_and_beat(settings)
     [stuck] = cli.json("alerts", "list")
@@ -40,6 +41,7 @@ def test_alerts_list_from_the_command_line(cli: Cli, settings: Settings) -> None
         4000,
     )
     assert stuck["since"] and stuck["last_seen"] and stuck["notified_at"] is None
+    assert stuck["state"] == "pending"  # held for less than alert_for_s: nobody told yet
     table = cli("alerts", "list")
     assert (
         table.returncode == 0 and "ActiveJobStuck" in table.stdout and "queue=email" in table.stdout

@@ -49,6 +49,7 @@ def _settings(settings: Settings, receiver: WebhookReceiver, **extra: Any) -> Se
     return settings.model_copy(
         update={
             "alert_interval_s": 0.1,
+            "alert_for_s": 0,
             "alert_dlq_growth": 0,  # one new dead letter fires
             "alert_min_workers": 0,  # this test is about the DLQ alert only
             "alert_emails": ["ops@example.com"],
@@ -107,8 +108,10 @@ async def test_an_alert_fires_once_is_not_repeated_and_resolves_once(
         body = fired.json()
         assert body["type"] == "alert.firing" and body["data"]["alert"] == ALERT
         assert body["data"]["value"] == 1 and body["data"]["threshold"] == 0
-        [active] = await _alerts(s)
-        assert (active.alert, active.value, active.notified_at is not None) == (ALERT, 1, True)
+        [active] = await eventually(
+            lambda: _alerts(s), lambda a: len(a) == 1 and a[0].notified_at is not None
+        )
+        assert (active.alert, active.value, active.state) == (ALERT, 1, "firing")
         # Many more evaluations see the alert (last_seen moves on) but tell no one again.
         later = await eventually(
             lambda: _alerts(s),
@@ -155,3 +158,17 @@ async def test_a_failed_webhook_is_retried_with_the_same_id_and_one_email(
         await eventually(lambda: _alerts(s), lambda a: a[0].notified_at is not None)
         subjects = await _outbox(settings.outbox_dir, 1)
     assert len(subjects) == 1 and subjects[0].startswith(f"[FIRING] {ALERT}")
+
+
+async def test_a_condition_pending_for_less_than_alert_for_s_tells_no_one(
+    settings: Settings, receiver: WebhookReceiver
+) -> None:
+    settings = _settings(settings, receiver, alert_for_s=3600)
+    async with system(settings, _registry()) as s:
+        await _dead_letter(s)
+        [pending] = await eventually(
+            lambda: _alerts(s),
+            lambda a: len(a) == 1 and (a[0].last_seen - a[0].since).total_seconds() >= 0.5,
+        )
+        assert (pending.alert, pending.state, pending.notified_at) == (ALERT, "pending", None)
+    assert receiver.seen == [] and list(settings.outbox_dir.glob("*.eml")) == []

@@ -97,6 +97,7 @@ def _duration(seconds: float) -> str:
 @pytest.mark.parametrize("rule", rules(), ids=lambda r: str(r["alert"]))
 def test_rule_thresholds_are_the_settings_defaults(rule: dict[str, str]) -> None:
     expr = rule["expr"]
+    assert rule["for"] == _duration(Settings.model_fields["alert_for_s"].default)
     pairs = rule["annotations"]["settings"].split()  # type: ignore[index]
     for pair in pairs:
         name, _, value = pair.partition("=")

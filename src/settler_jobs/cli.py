@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from settler_jobs import (
+    cli_alerts,
     cli_cache,
     cli_email,
     cli_exports,
@@ -60,6 +61,7 @@ app.add_typer(cli_email.app, name="email")
 app.add_typer(cli_tenants.tenants_app, name="tenants")
 app.add_typer(cli_tenants.keys_app, name="keys")
 app.add_typer(cli_exports.app, name="exports")
+app.add_typer(cli_alerts.app, name="alerts")
 
 
 def _kinds(raw: str | None) -> list[str] | None:

@@ -267,6 +267,51 @@ class Settings(BaseSettings):
     export_pdf_max_rows: int = Field(
         default=50_000, ge=1, description="Largest PDF export (fpdf2 holds a PDF in memory)."
     )
+    alert_interval_s: float = Field(
+        default=15.0, gt=0, description="How often workers refresh alert metrics and evaluate."
+    )
+    alert_for_s: float = Field(
+        default=60.0, ge=0, description="How long a condition must hold before its alert fires."
+    )
+    alert_queue_depth: int = Field(
+        default=1000, ge=0, description="Waiting jobs in one lane above which an alert fires."
+    )
+    alert_oldest_waiting_s: float = Field(
+        default=300.0, ge=0, description="Age of a lane's oldest waiting job that alerts."
+    )
+    alert_failure_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Share of finished jobs failing for good that alerts."
+    )
+    alert_failure_window_s: float = Field(
+        default=600.0, gt=0, description="Window of the failure ratio."
+    )
+    alert_failure_min_jobs: int = Field(
+        default=10, ge=1, description="Finished jobs in the window before the ratio counts."
+    )
+    alert_active_stuck_s: float = Field(
+        default=1800.0, gt=0, description="Time a job may stay active before it counts as stuck."
+    )
+    alert_dlq_growth: int = Field(
+        default=10, ge=0, description="Open dead letters created within the window that alert."
+    )
+    alert_dlq_window_s: float = Field(
+        default=3600.0, gt=0, description="Window of the dead-letter growth alert."
+    )
+    alert_min_workers: int = Field(
+        default=1, ge=0, description="Fewer live worker heartbeats than this alert."
+    )
+    alert_repeat_s: float = Field(
+        default=14_400.0, ge=0, description="Re-notify a still-firing alert after this; 0 never."
+    )
+    alert_emails: list[str] = Field(
+        default_factory=list, description="Operator addresses alerts are emailed to (JSON list)."
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, description="URL alerts are POSTed to (through the SSRF guard)."
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, description="whsec_ secret signing alert webhooks (Standard Webhooks)."
+    )
 
     @field_validator("data_dir")
     @classmethod

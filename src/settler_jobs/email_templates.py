@@ -29,6 +29,7 @@ TEMPLATES: Final[Mapping[str, tuple[str, ...]]] = {
     "reconciliation_completed": ("run_id", "matched", "unmatched"),
     "webhook_endpoint_disabled": ("endpoint_url", "reason"),
     "dead_letter_digest": ("entries",),
+    "operator_alert": ("event", "alert", "summary", "labels", "since"),
 }
 """Every template and the data keys it requires."""
 

@@ -56,6 +56,37 @@ class Metrics:
             ["queue", "kind"],
             registry=r,
         )
+        self._alert_gauges(r)
+
+    def _alert_gauges(self, r: CollectorRegistry) -> None:
+        """What the alerting rules read (deploy/prometheus); set by the worker's alerts loop."""
+        self.active_oldest = Gauge(
+            "queue_active_oldest_seconds",
+            "Time the longest-running active job has been active.",
+            ["queue"],
+            registry=r,
+        )
+        self.workers_alive = Gauge(
+            "settler_workers_alive", "Worker processes with a live heartbeat.", registry=r
+        )
+        self.schedule_last_success = Gauge(
+            "schedule_last_success_timestamp_seconds",
+            "Start time of the latest successful scheduled run (0: none yet).",
+            ["schedule"],
+            registry=r,
+        )
+        self.schedule_missed = Gauge(
+            "schedule_missed",
+            "1 when the schedule missed a run (see missed_reason).",
+            ["schedule"],
+            registry=r,
+        )
+        self.dlq_open = Gauge("dlq_open_entries", "Open dead-letter entries.", registry=r)
+        self.dlq_open_recent = Gauge(
+            "dlq_open_entries_recent",
+            "Open dead-letter entries created within SETTLER_ALERT_DLQ_WINDOW_S.",
+            registry=r,
+        )
 
     def serve(self, host: str, port: int) -> None:
         """Expose /metrics over HTTP in a background thread; ConfigError if the port is taken."""

@@ -360,6 +360,20 @@ class JobQueue:
             name: (int(replies[2 * i]), int(replies[2 * i + 1])) for i, name in enumerate(queues)
         }
 
+    async def oldest_active_s(self, *, scan: int = 1000) -> dict[str, float]:
+        """Per lane: seconds the longest-active job (of the first `scan`) has run; 0 if none."""
+        now_ms = int(time.time() * 1000)
+        out: dict[str, float] = {}
+        async with redis_errors():
+            for name in self._registry.queues():
+                ids = await self._client.lrange(self._key(name, "active"), 0, scan - 1)
+                pipe = self._client.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hget(self._key(name, str(job_id)), "processedOn")
+                stamps = [int(s) for s in (await pipe.execute() if ids else []) if s]
+                out[name] = max(0.0, (now_ms - min(stamps)) / 1000) if stamps else 0.0
+        return out
+
     async def _oldest_waiting(self, queue: str) -> int | None:
         # Each priority level is FIFO, so its first member is its oldest job: the
         # oldest waiting job is the oldest of those heads (plus the plain wait list).

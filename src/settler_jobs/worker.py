@@ -23,7 +23,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dead_letters, envelope, heartbeat, schedules
+from settler_jobs import alert_probes, alerts, dead_letters, envelope, heartbeat, schedules
 from settler_jobs.config import Settings
 from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
@@ -107,6 +107,7 @@ class WorkerRuntime:
             self._depth_loop,
             self._stats_loop,
             self._beat_loop,
+            self._alerts_loop,
         )
         for loop in (*loops, self._register_schedules):
             self._background.append(asyncio.create_task(loop(), name=loop.__name__))
@@ -360,6 +361,28 @@ class WorkerRuntime:
                 age = (counts.oldest_waiting_ms or 0) / 1000
                 self.metrics.oldest_waiting.labels(counts.queue).set(age)
             await asyncio.sleep(_DEPTH_INTERVAL_S)
+
+        await _forever(once)
+
+    async def _alerts_loop(self) -> None:
+        """Alerting gauges every `alert_interval_s`; the lease holder also evaluates alerts."""
+        notifier = alerts.Notifier(self.settings, self._queue)
+
+        async def probe() -> alert_probes.Snapshot:
+            snapshot = await alert_probes.take(
+                self._queue,
+                self._sessions,
+                self._queue.client,
+                self.settings,
+                worker_id=self.worker_id,
+            )
+            alert_probes.export(snapshot, self.metrics)
+            return snapshot
+
+        async def once() -> None:
+            client = self._queue.client
+            await alerts.cycle(probe, client, self.settings, self.worker_id, notifier)
+            await asyncio.sleep(self.settings.alert_interval_s)
 
         await _forever(once)
 

@@ -27,6 +27,13 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "reconciliation_completed": {"run_id": "r-1", "matched": 10, "unmatched": 2},
     "webhook_endpoint_disabled": {"endpoint_url": "https://h.example.com", "reason": "50 fails"},
     "dead_letter_digest": {"entries": [{"kind": "export", "job_id": "j1", "reason": "boom"}]},
+    "operator_alert": {
+        "event": "firing",
+        "alert": "QueueDepthHigh",
+        "summary": "1200 jobs waiting in email",
+        "labels": {"queue": "email"},
+        "since": "2026-11-28T12:00:00+00:00",
+    },
 }
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from settler_jobs.emails import Emails
 from settler_jobs.errors import NotFound, PermanentFailure
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.reconcile.job import execute_run
@@ -107,6 +106,8 @@ async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str
 
 async def _email_contact(ctx: JobContext, run: Run) -> None:
     """Email the tenant's contact, when one is set, that the run completed (once per run)."""
+    from settler_jobs.emails import Emails  # emails imports the handlers package
+
     res = ctx.resources
     try:
         tenant = await TenantDirectory(res.sessions).get_tenant(ctx.tenant_id)

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import webhook_store as store
 from settler_jobs.domain import RetryPolicy
-from settler_jobs.emails import Emails
 from settler_jobs.errors import NotFound, PermanentFailure, RetryLater
 from settler_jobs.handlers.context import JobContext
 from settler_jobs.handlers.scheduled import ScheduledPayload, require_system, run_recorded
@@ -94,6 +93,8 @@ async def _email_notice(ctx: JobContext, result: SendResult) -> None:
 
     The notice itself is already recorded; a failure here is logged, never the job's.
     """
+    from settler_jobs.emails import Emails  # emails imports the handlers package
+
     res, notice = ctx.resources, result.notification
     if notice is None or result.endpoint_id is None:
         return

@@ -138,7 +138,8 @@ async def setup(
 async def test_success_is_signed_with_the_delivery_id(setup: Setup) -> None:
     result = await setup.send()
 
-    assert result == SendResult("succeeded", 200, None, True, None)
+    expected = SendResult("succeeded", 200, None, True, None, endpoint_id=setup.endpoint.id)
+    assert result == expected
     (seen,) = setup.receiver.seen
     assert seen.verified_by == (0,)
     assert seen.headers["webhook-id"] == setup.delivery.id

@@ -11,7 +11,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from settler_jobs import export_store as store
 from settler_jobs.errors import InvalidJob, NotFound, PermanentFailure
@@ -31,6 +31,16 @@ class ExportPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     exportId: str = Field(pattern=r"^exp_[0-9a-f]{32}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_the_seed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "exportId" not in data and "reportId" in data:
+            raise ValueError(
+                "export-generation jobs carry an exportId: request exports with "
+                "Exports.create_export, `settler-jobs exports create` or POST /v1/exports"
+            )
+        return data
 
 
 def _summary(export: Export, **extra: Any) -> dict[str, Any]:

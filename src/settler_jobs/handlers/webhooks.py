@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import webhook_store as store
@@ -42,6 +42,17 @@ class DeliveryPayload(BaseModel):
 
     deliveryId: str = Field(pattern=r"^msg_[0-9a-f]{32}$")
     generation: int = Field(ge=1, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_the_seed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "deliveryId" not in data and {"url", "secret"} & set(data):
+            raise ValueError(
+                "webhook-delivery jobs carry a deliveryId: publish events with "
+                "Webhooks.publish or POST /v1/webhooks/events (URLs and signing secrets "
+                "never travel in job data)"
+            )
+        return data
 
 
 def send_config(resources: Resources) -> SendConfig:

@@ -9,6 +9,7 @@ the key must be configured, so that every process of a deployment shares it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def secret_box(settings: Settings) -> SecretBox:
     keys = {key_id(k): k for k in (s.get_secret_value() for s in settings.previous_secret_keys)}
     keys[key_id(current)] = current
     return SecretBox.from_keys(keys, current=key_id(current))
+
+
+def derived_key(settings: Settings, purpose: str) -> bytes:
+    """A 32-byte key for `purpose` (e.g. signing cookies), derived from the application key."""
+    current = _current_key(settings).encode()
+    return hmac.new(current, f"settler-derived:{purpose}".encode(), hashlib.sha256).digest()
 
 
 def _current_key(settings: Settings) -> str:

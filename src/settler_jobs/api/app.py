@@ -20,6 +20,7 @@ from settler_jobs.api.middleware import ApiMetrics, BodyLimit, RequestMetrics
 from settler_jobs.api.ratelimit import RateLimiter
 from settler_jobs.api.routers import dlq, health, jobs, queues, webhooks
 from settler_jobs.config import Settings
+from settler_jobs.dashboard import install as install_dashboard
 from settler_jobs.keyring import secret_box
 from settler_jobs.kinds import Registry
 from settler_jobs.net_guard import Resolver
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(health.router)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    install_dashboard(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     # Added last, so it runs first: nothing reads a body past the limit.
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)

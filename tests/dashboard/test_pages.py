@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from playwright.async_api import expect
+
 from settler_jobs import depth_history
 from settler_jobs.domain import Tier
 from settler_jobs.records import Submission
@@ -45,9 +47,7 @@ async def test_overview_workers_tenants_schedules_and_job_search(dash: Dash) -> 
     await dash.page.fill("input[name='tenant']", "t-pages")
     await dash.page.select_option("#filter-state", "completed")
     await dash.page.click("#filter-submit")  # htmx swaps the table in place
-    await dash.page.wait_for_function(
-        "document.querySelectorAll('#jobs-table .job-row').length === 3"
-    )
+    await expect(dash.page.locator("#jobs-table .job-row")).to_have_count(3)
     await dash.page.fill("#search-id", subs[0].job.id)
     await dash.page.press("#search-id", "Enter")
     await dash.page.wait_for_selector(f"#job-id:text('{subs[0].job.id}')")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 import httpx
-from playwright.async_api import Dialog
+from playwright.async_api import Browser, Dialog
 
+from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
 from settler_jobs.records import Submission
+from tests.api.live import OPERATOR_TOKEN, live_api
 from tests.dashboard.conftest import Dash
 from tests.helpers import eventually
 
@@ -66,3 +68,36 @@ async def test_post_without_csrf_token_is_refused(dash: Dash) -> None:
     bare = await request.post(dash.url(f"/jobs/{job.id}/retry"))
     assert bare.status == 403
     assert (await dash.system.queue.get(job.id)).state.value == "failed"
+
+
+async def test_login_form_is_csrf_protected_and_failures_are_limited(dash: Dash) -> None:
+    async with httpx.AsyncClient(base_url=dash.live.url) as http:
+        forged = await http.post("/dashboard/login", data={"token": OPERATOR_TOKEN})
+        assert forged.status_code == 403
+        assert "settler_dash" not in forged.cookies
+        statuses = []
+        for _ in range(12):
+            page = await http.get("/dashboard/login")
+            nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert nonce is not None
+            reply = await http.post(
+                "/dashboard/login", data={"token": "wrong", "csrf": nonce.group(1)}
+            )
+            statuses.append(reply.status_code)
+        assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+
+
+async def test_login_is_refused_while_no_operator_token_is_set(
+    settings: Settings, browser: Browser
+) -> None:
+    async with live_api(settings) as live:
+        context = await browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(f"{live.url}/dashboard/jobs")
+            await page.wait_for_selector("#login-disabled")
+            notice = await page.text_content("#login-disabled")
+            assert notice is not None and "SETTLER_OPERATOR_TOKEN" in notice
+            assert await page.locator("#token").count() == 0
+        finally:
+            await context.close()

@@ -7,10 +7,16 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from settler_jobs.dashboard import dead_letters, fleet, jobs, overview
+from settler_jobs.dashboard import dead_letters, fleet, jobs, login, overview
 from settler_jobs.dashboard.web import PREFIX, LoginRequired, security_headers, to_login
 
-ROUTERS = (jobs.router, overview.router, dead_letters.router, fleet.router)
+ROUTERS = (
+    login.router,
+    jobs.router,
+    overview.router,
+    dead_letters.router,
+    fleet.router,
+)
 
 
 def install(app: FastAPI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -113,4 +114,4 @@ async def redeliver(
         message = "Redelivery queued."
     except (InvalidState, NotFound, SettlerError) as exc:
         message = str(exc)
-    return back(f"{PREFIX}/webhooks?tenant={tenant_id}", message)
+    return back(f"{PREFIX}/webhooks?tenant={quote(tenant_id, safe='')}", message)

@@ -3,72 +3,25 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from settler_jobs.dashboard.session import COOKIE, Session, revoke, token_matches
+from settler_jobs.dashboard.session import Session
 from settler_jobs.dashboard.web import (
     PREFIX,
     back,
     checked_form,
     context,
-    current_session,
     render,
     require_session,
-    signer,
 )
 from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 
 router = APIRouter()
 Operator = Annotated[Session, Depends(require_session)]
-
-
-@router.get("/login")
-async def login_page(request: Request) -> Response:
-    """The login form (or a notice that operator access is off)."""
-    if await current_session(request) is not None:
-        return RedirectResponse(f"{PREFIX}/", status_code=303)
-    off = signer(request) is None
-    return render(request, "login.html", None, disabled=off, error="")
-
-
-@router.post("/login")
-async def login(request: Request) -> Response:
-    """Exchange the operator token for a session cookie."""
-    sign = signer(request)
-    if sign is None:
-        return render(request, "login.html", None, 403, disabled=True, error="")
-    form = await request.form()
-    given = form.get("token")
-    expected = context(request).settings.operator_token
-    assert expected is not None
-    if not isinstance(given, str) or not token_matches(given, expected.get_secret_value()):
-        return render(request, "login.html", None, 401, disabled=False, error="Invalid token.")
-    cookie, _ = sign.issue()
-    response = RedirectResponse(f"{PREFIX}/", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=sign.lifetime_s,
-        path=PREFIX,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    return response
-
-
-@router.post("/logout")
-async def logout(request: Request, session: Operator) -> Response:
-    """End the session (the cookie is dropped and its nonce revoked)."""
-    await checked_form(request, session)
-    ctx = context(request)
-    await revoke(ctx.redis, ctx.settings.queue_prefix, session)
-    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    response.delete_cookie(COOKIE, path=PREFIX)
-    return response
 
 
 def _state(value: str) -> JobState | None:
@@ -93,7 +46,7 @@ async def jobs_page(
     """Jobs by id, or paged by kind, state and tenant."""
     queue = context(request).services.queue
     if job_id:
-        return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
+        return RedirectResponse(f"{PREFIX}/jobs/{quote(job_id, safe='')}", status_code=303)
     error = ""
     page = None
     try:

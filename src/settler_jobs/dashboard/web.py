@@ -141,9 +141,10 @@ def render(
     status_code: int = 200,
     **values: Any,
 ) -> HTMLResponse:
-    """Render a template with the session's CSRF token and the flash message."""
+    """Render a template with the session's CSRF token (or `csrf=`) and the flash message."""
+    csrf = values.pop("csrf", None) or (session.csrf if session else "")
     html = templates.get_template(name).render(
-        csrf=session.csrf if session else "",
+        csrf=csrf,
         logged_in=session is not None,
         prefix=PREFIX,
         flash=request.query_params.get("flash", "")[:200],

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from settler_jobs.dashboard import dead_letters, fleet, jobs, login, overview
-from settler_jobs.dashboard.web import PREFIX, LoginRequired, security_headers, to_login
+from settler_jobs.dashboard.web import PREFIX, LoginRequired, SecurityHeaders, to_login
 
 ROUTERS = (
     login.router,
@@ -26,4 +26,4 @@ def install(app: FastAPI) -> None:
     static = Path(__file__).parent / "static"
     app.mount(f"{PREFIX}/static", StaticFiles(directory=static), name="dashboard-static")
     app.add_exception_handler(LoginRequired, to_login)
-    app.middleware("http")(security_headers)
+    app.add_middleware(SecurityHeaders)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -12,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from settler_jobs.api.deps import ApiContext
 from settler_jobs.dashboard.session import COOKIE, Session, SessionSigner, is_revoked, token_matches
@@ -57,14 +57,29 @@ class LoginRequired(Exception):
     """No valid session: the operator is sent to the login page."""
 
 
-async def security_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Add the CSP and friends to every dashboard response."""
-    response = await call_next(request)
-    if request.url.path.startswith(PREFIX):
-        response.headers.update(SECURITY_HEADERS)
-    return response
+class SecurityHeaders:
+    """ASGI middleware: the CSP and friends on every dashboard response.
+
+    Pure ASGI (no BaseHTTPMiddleware), so request bodies stream through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        names = {name for name, _ in self._headers}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": kept + self._headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def to_login(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,7 @@ async def _failed(dash: Dash, tenant: str) -> Submitted:
     return sub
 
 
-async def test_retry_a_failed_job_from_its_page_and_cancel_another(dash: Dash) -> None:
+async def test_retry_promote_and_cancel_from_job_pages(dash: Dash) -> None:
     FLAKY.failing = True
     sub = await _failed(dash, "t-retry")
     delayed = await dash.system.queue.submit(
@@ -37,6 +37,16 @@ async def test_retry_a_failed_job_from_its_page_and_cancel_another(dash: Dash) -
         FLAKY.failing = True
     await dash.page.click("#refresh")
     await dash.page.wait_for_selector("#job-state:text('completed')")
+
+    later = await dash.system.queue.submit(
+        Submission("echo", {"later": True}, "t-retry", Tier.STARTER, delay_s=3600)
+    )
+    await dash.page.goto(dash.url(f"/jobs/{later.job.id}"))
+    await dash.page.click("#promote")
+    await dash.page.wait_for_selector("#flash:text('Job promoted.')")
+    await eventually(
+        lambda: dash.system.queue.get(later.job.id), lambda r: r.state.value == "completed"
+    )
 
     await dash.page.goto(dash.url(f"/jobs/{delayed.job.id}"))
     await dash.page.click("#cancel")

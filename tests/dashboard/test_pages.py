@@ -54,3 +54,15 @@ async def test_overview_workers_tenants_schedules_and_job_search(dash: Dash) -> 
 
     await dash.page.goto(dash.url("/webhooks?tenant=t-pages"))
     await dash.page.wait_for_selector("#deliveries-table")
+
+
+async def test_job_pages_follow_the_cursor(dash: Dash) -> None:
+    subs = [Submission("echo", {"i": i}, "t-paging", Tier.STARTER, delay_s=3600) for i in range(55)]
+    await dash.system.queue.submit_bulk(subs)
+    await dash.login()
+    await dash.page.goto(dash.url("/jobs?state=delayed&kind=echo"))
+    rows = dash.page.locator("#jobs-table .job-row")
+    await expect(rows).to_have_count(50)
+    await dash.page.click("#next-page")
+    await expect(rows).to_have_count(5)
+    assert await dash.page.locator("#next-page").count() == 0

@@ -52,8 +52,9 @@ async def test_login_csp_escaping_and_logout(dash: Dash) -> None:
     await dash.page.click("#logout")
     await dash.page.wait_for_selector("#token")
     # The old cookie no longer opens pages even if replayed.
-    async with httpx.AsyncClient(base_url=dash.live.url) as http:
-        reply = await http.get("/dashboard/jobs", cookies={"settler_dash": session["value"]})
+    replay = {"settler_dash": session["value"]}
+    async with httpx.AsyncClient(base_url=dash.live.url, cookies=replay) as http:
+        reply = await http.get("/dashboard/jobs")
         assert reply.status_code == 303
 
 

@@ -427,10 +427,14 @@ class JobQueue:
         return {i for i, raw in zip(ids, raws, strict=True) if _tenant_in(raw) == tenant_id}
 
     async def _records(self, picked: list[tuple[str, str, str]]) -> list[JobRecord]:
+        # One pipelined HGETALL for the page, parsed the way Job.fromId parses it.
+        pipe = self._client.pipeline(transaction=False)
+        for queue, _, job_id in picked:
+            pipe.hgetall(self._key(queue, job_id))
         out = []
-        for queue, state, job_id in picked:
-            job = await bullmq.Job.fromId(self._queue(queue), job_id)
-            if job is not None:
+        for (queue, state, job_id), raw in zip(picked, await pipe.execute(), strict=True):
+            if raw:
+                job = bullmq.Job.fromJSON(self._queue(queue), raw, job_id)
                 kind = self._registry.for_queue(queue).name
                 out.append(_record(job, queue, kind, state))
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -13,10 +13,13 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from settler_jobs.api.deps import ApiContext
 from settler_jobs.dashboard.session import COOKIE, Session, SessionSigner, is_revoked, token_matches
 from settler_jobs.keyring import derived_key
 from settler_jobs.redaction import redact
+
+if TYPE_CHECKING:
+    # Only a type: importing the API package here would import the app, which mounts us.
+    from settler_jobs.api.deps import ApiContext
 
 PREFIX: Final = "/dashboard"
 CSRF_FIELD: Final = "csrf"

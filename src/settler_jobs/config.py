@@ -242,6 +242,9 @@ class Settings(BaseSettings):
     operator_token: SecretStr | None = Field(
         default=None, description="Bearer token of the operator (admin) API routes; unset = off."
     )
+    dashboard_session_s: int = Field(
+        default=8 * 3600, gt=0, le=7 * 86_400, description="How long a dashboard login lasts."
+    )
     worker_heartbeat_s: float = Field(
         default=5.0, gt=0, description="How often a worker process announces itself in Redis."
     )

@@ -34,8 +34,9 @@ def secret_box(settings: Settings) -> SecretBox:
 
 
 def derived_key(settings: Settings, purpose: str) -> bytes:
-    """A 32-byte key for `purpose` (e.g. signing links), derived from the current key."""
-    return hmac.new(_current_key(settings).encode(), purpose.encode(), hashlib.sha256).digest()
+    """A 32-byte key for `purpose` (e.g. signing cookies), derived from the application key."""
+    current = _current_key(settings).encode()
+    return hmac.new(current, f"settler-derived:{purpose}".encode(), hashlib.sha256).digest()
 
 
 def _current_key(settings: Settings) -> str:

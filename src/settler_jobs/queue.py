@@ -67,6 +67,14 @@ _CANCEL_CHANNEL: Final = "settler:cancel"
 # Our own field on BullMQ's job hash (Node ignores it; it goes when the job goes).
 _FIRST_FAILED: Final = "settlerFirstFailedOn"
 _SCHEDULE_ID: Final = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+# BullMQ keys holding each state's job ids (list or sorted set).
+_STATE_KEYS: Final[dict[JobState, tuple[str, ...]]] = {
+    JobState.WAITING: ("wait", "prioritized", "paused"),
+    JobState.DELAYED: ("delayed",),
+    JobState.ACTIVE: ("active",),
+    JobState.COMPLETED: ("completed",),
+    JobState.FAILED: ("failed",),
+}
 # (state as reported, BullMQ key) read by the per-tenant backlog scan.
 _BACKLOG_SETS: Final = (
     ("waiting", "wait"),
@@ -324,6 +332,135 @@ class JobQueue:
             job = await bullmq.Job.fromId(self._queue(record.queue), job_id)
             await job.retry("failed", {"resetAttemptsMade": True, "resetAttemptsStarted": True})
             return await self._get(job_id, tenant_id)
+
+    async def promote(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
+        """Run a delayed job now."""
+        async with redis_errors():
+            record = await self._get(job_id, tenant_id)
+            if record.state is not JobState.DELAYED:
+                raise InvalidState(
+                    f"job {job_id!r} is {record.state.value}; only delayed jobs are promoted"
+                )
+            job = await bullmq.Job.fromId(self._queue(record.queue), job_id)
+            await job.promote()
+            return await self._get(job_id, tenant_id)
+
+    async def job_logs(
+        self, job_id: str, *, tenant_id: str | None = None, limit: int = 200
+    ) -> list[str]:
+        """The newest `limit` log lines of a job (oldest first)."""
+        async with redis_errors():
+            record = await self._get(job_id, tenant_id)
+            lines = await self._client.lrange(self._key(record.queue, f"{job_id}:logs"), -limit, -1)
+            return [str(line) for line in lines]
+
+    async def browse(
+        self,
+        *,
+        kind: str | None = None,
+        state: JobState | None = None,
+        tenant_id: str | None = None,
+        cursor: str = "",
+        limit: int = 50,
+        scan_limit: int = 2000,
+    ) -> JobPage:
+        """A page of jobs read segment by segment (lane, state key), newest first inside each.
+
+        Only ids are read from BullMQ's lists and sorted sets, from the cursor on; hashes
+        are read for the page alone (plus the `data` field of scanned ids when filtering by
+        tenant, at most `scan_limit` of them per page: `next_cursor` goes on from there).
+        """
+        limit = max(1, min(limit, 200))
+        segments = self._segments(kind, state)
+        seg, offset = _parse_cursor(cursor, len(segments))
+        picked: list[tuple[str, str, str]] = []  # (queue, state, job id)
+        scanned = 0
+        async with redis_errors():
+            while seg < len(segments) and len(picked) < limit and scanned < scan_limit:
+                queue, st, key = segments[seg]
+                want = limit - len(picked) if tenant_id is None else min(200, scan_limit - scanned)
+                ids = await self._ids(queue, key, offset, want)
+                if tenant_id is not None:
+                    keep = await self._owned(queue, ids, tenant_id)
+                    taken = 0
+                    for job_id in ids:
+                        taken += 1
+                        if job_id in keep:
+                            picked.append((queue, st, job_id))
+                            if len(picked) == limit:
+                                break
+                    ids = ids[:taken]
+                else:
+                    picked.extend((queue, st, job_id) for job_id in ids)
+                scanned += len(ids)
+                offset += len(ids)
+                if len(ids) < want and len(picked) < limit:
+                    seg, offset = seg + 1, 0
+            records = await self._records(picked)
+        more = seg < len(segments)
+        return JobPage(records, f"{seg}:{offset}" if more else None, scanned)
+
+    def _segments(self, kind: str | None, state: JobState | None) -> list[tuple[str, str, str]]:
+        kinds = [self._registry.get(kind)] if kind else list(self._registry)
+        states = [state] if state else list(_STATE_KEYS)
+        return [
+            (q, s.value, key)
+            for s in states
+            for k in kinds
+            for q in (k.queue, k.express_queue)
+            for key in _STATE_KEYS[s]
+        ]
+
+    async def _ids(self, queue: str, key: str, offset: int, count: int) -> list[str]:
+        full = self._key(queue, key)
+        if key in ("wait", "paused", "active"):
+            ids: list[Any] = await self._client.lrange(full, offset, offset + count - 1)
+        elif key in ("completed", "failed"):
+            ids = await self._client.zrevrange(full, offset, offset + count - 1)
+        else:
+            ids = await self._client.zrange(full, offset, offset + count - 1)
+        return [str(i) for i in ids]
+
+    async def _owned(self, queue: str, ids: list[str], tenant_id: str) -> set[str]:
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self._key(queue, job_id), "data")
+        raws = await pipe.execute()
+        return {i for i, raw in zip(ids, raws, strict=True) if _tenant_in(raw) == tenant_id}
+
+    async def _records(self, picked: list[tuple[str, str, str]]) -> list[JobRecord]:
+        # One pipelined HGETALL for the page, parsed the way Job.fromId parses it.
+        pipe = self._client.pipeline(transaction=False)
+        for queue, _, job_id in picked:
+            pipe.hgetall(self._key(queue, job_id))
+        out = []
+        for (queue, state, job_id), raw in zip(picked, await pipe.execute(), strict=True):
+            if raw:
+                job = bullmq.Job.fromJSON(self._queue(queue), raw, job_id)
+                kind = self._registry.for_queue(queue).name
+                out.append(_record(job, queue, kind, state))
+        return out
+
+    async def finished_per_minute(self, minutes: int = 60) -> dict[str, list[tuple[int, int]]]:
+        """Per lane, (completed, failed) per minute over the last `minutes`, oldest first.
+
+        Read from the finished sets (scored by finish time): trimmed jobs are not counted.
+        """
+        now_min = int(time.time()) // 60
+        starts = [(now_min - minutes + 1 + i) * 60_000 for i in range(minutes)]
+        queues = self._registry.queues()
+        async with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for name in queues:
+                for start in starts:
+                    for key in ("completed", "failed"):
+                        pipe.zcount(self._key(name, key), start, f"({start + 60_000}")
+            replies = [int(r) for r in await pipe.execute()]
+        out: dict[str, list[tuple[int, int]]] = {}
+        for qi, name in enumerate(queues):
+            base = qi * minutes * 2
+            out[name] = [(replies[base + 2 * m], replies[base + 2 * m + 1]) for m in range(minutes)]
+        return out
 
     async def counts(self) -> list[QueueCounts]:
         """Per-lane counts by state and the age of the oldest waiting job."""
@@ -619,6 +756,27 @@ class JobQueue:
                     if oldest is None or int(stamp) < oldest:
                         tenants[tenant] = replace(entry, oldest_waiting_created_ms=int(stamp))
         return tenants
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of `JobQueue.browse`: the jobs, where to go on, and how many ids were read."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+    scanned: int
+
+
+def _parse_cursor(cursor: str, segments: int) -> tuple[int, int]:
+    if not cursor:
+        return 0, 0
+    try:
+        seg, offset = (int(part) for part in cursor.split(":"))
+    except ValueError:
+        raise InvalidJob("the page cursor is malformed") from None
+    if not (0 <= seg <= segments and 0 <= offset <= 100_000_000):
+        raise InvalidJob("the page cursor is out of range")
+    return seg, offset
 
 
 def _finished_set(state: JobState) -> str:

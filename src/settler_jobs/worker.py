@@ -23,7 +23,15 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import alert_probes, alerts, dead_letters, envelope, heartbeat, schedules
+from settler_jobs import (
+    alert_probes,
+    alerts,
+    dead_letters,
+    depth_history,
+    envelope,
+    heartbeat,
+    schedules,
+)
 from settler_jobs.config import Settings
 from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure, QueueUnavailable
@@ -355,7 +363,10 @@ class WorkerRuntime:
 
     async def _depth_loop(self) -> None:
         async def once() -> None:
-            for counts in await self._queue.counts():
+            all_counts = await self._queue.counts()
+            prefix = self.settings.queue_prefix
+            await depth_history.record(self._queue.client, prefix, all_counts, time.time())
+            for counts in all_counts:
                 for state, value in counts.counts.items():
                     self.metrics.queue_depth.labels(counts.queue, state).set(value)
                 age = (counts.oldest_waiting_ms or 0) / 1000

@@ -30,6 +30,7 @@ from settler_jobs.api.routers import (
 )
 from settler_jobs.audit import record_audit_now
 from settler_jobs.config import Settings
+from settler_jobs.dashboard import install as install_dashboard
 from settler_jobs.exports import Exports
 from settler_jobs.keyring import derived_key, secret_box
 from settler_jobs.kinds import Registry
@@ -135,6 +136,7 @@ def create_app(
     app.include_router(health.router)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    install_dashboard(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(AuditTrail, record=_recorder(app), prefix=API_PREFIX)
     # Added last, so it runs first: nothing reads a body past the limit.

@@ -20,3 +20,15 @@ ensure_venv() {  # $1: pip target, e.g. "." or ".[test]"
     echo "$want" >> "$stamp"
   fi
 }
+
+ensure_system_packages() {  # what the tests drive besides Python: Chromium and promtool
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v promtool >/dev/null || missing+=(prometheus)
+  if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} (Debian packages) for the browser and alert-rule tests" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 \
+      || echo "warning: could not install ${missing[*]}; those tests will skip" >&2
+  fi
+}

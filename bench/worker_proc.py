@@ -91,7 +91,7 @@ async def _line() -> str:
 async def main(args: argparse.Namespace) -> None:
     recorder = Recorder(args.hold, args.count_only)
     stalled = StalledCounter()
-    logging.getLogger("settler_jobs.lane_loop").addHandler(stalled)
+    logging.getLogger("settler_jobs.queue.lane_loop").addHandler(stalled)
     tmp = tempfile.TemporaryDirectory(prefix="settler-bench-")
     cfg = settings(args.redis_url, args.prefix, Path(tmp.name), keep_completed_count=args.keep)
     if args.mode == "ours":

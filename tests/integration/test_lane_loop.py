@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio
 
 from settler_jobs.config import Settings
-from settler_jobs.lane_loop import LaneLoop, LaneOptions
+from settler_jobs.queue.lane_loop import LaneLoop, LaneOptions
 from tests.helpers import eventually
 
 QUEUE = "lane"
@@ -223,7 +223,7 @@ async def test_dropped_connections_lose_nothing_and_complete_nothing_twice(
 
     async def work(job: Any, token: str) -> None:
         runs[str(job.id)] += 1
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # the job's work: keeps commands in flight when killed
 
     # Locks of 30 s: a job a lost reply fetched comes back only if the loop adopts it
     # (the stalled check would take a minute, past this test's deadline).

@@ -32,8 +32,8 @@ from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import NotFound
 from settler_jobs.handlers import default_registry
 from settler_jobs.keyring import secret_box
-from settler_jobs.lane_loop import LaneLoop, LaneOptions
 from settler_jobs.queue import JobQueue
+from settler_jobs.queue.lane_loop import LaneLoop, LaneOptions
 from settler_jobs.reconciliations import Reconciliations
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client

@@ -1,4 +1,4 @@
-"""The BullMQ adapter: the only module that imports `bullmq`.
+"""The BullMQ adapter: with its lane loop (`lane_loop.py`), the only code that imports `bullmq`.
 
 Above this border everything is snake_case and typed: `JobQueue` submits and reads
 jobs, `LaneWorker` runs one queue's jobs through a processor. BullMQ's camelCase
@@ -36,7 +36,7 @@ from settler_jobs.domain import (
 )
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 from settler_jobs.kinds import JobKind, Registry
-from settler_jobs.lane_loop import LaneLoop, LaneOptions
+from settler_jobs.queue.lane_loop import LaneLoop, LaneOptions
 from settler_jobs.records import (
     BacklogScan,
     JobRecord,
@@ -918,7 +918,7 @@ FailureHook = Callable[[JobRecord], Awaitable[None]]
 
 
 class LaneWorker:
-    """Runs one queue's jobs through `processor` on our lane loop (lane_loop.py).
+    """Runs one queue's jobs through `processor` on our lane loop (queue/lane_loop.py).
 
     BullMQ's locks, stalled checks and retries, with fetch-next and a pipelined
     connection; `bullmq.Worker` itself is no longer used. The lane owns `client` and

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from settler_jobs.config import Settings
+from settler_jobs.domain import Tier
 from settler_jobs.errors import (
     ConfigError,
     InvalidJob,
@@ -106,3 +107,11 @@ def parse_data(raw: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         fail("--data must be a JSON object", 4)
     return data
+
+
+def parse_tier(raw: str) -> Tier:
+    """A tier name from the command line; exit 4 naming the choices if unknown."""
+    try:
+        return Tier.parse(raw)
+    except ValueError as exc:
+        fail(str(exc), 4)

@@ -7,10 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from settler_jobs.cli_common import EXIT_CODES, JsonOpt, fail, parse_data, run_with_services
+from settler_jobs.cli_common import (
+    EXIT_CODES,
+    JsonOpt,
+    fail,
+    parse_data,
+    parse_tier,
+    run_with_services,
+)
 from settler_jobs.cli_output import emit, emit_rows
 from settler_jobs.config import Settings
-from settler_jobs.domain import Tier
 from settler_jobs.errors import NotFound
 
 if TYPE_CHECKING:
@@ -23,13 +29,6 @@ outbox_app = typer.Typer(help="The file outbox (SETTLER_EMAIL_PROVIDER=outbox)."
 app.add_typer(outbox_app, name="outbox")
 
 Tenant = Annotated[str, typer.Option("--tenant", help="The tenant the email is sent for.")]
-
-
-def _tier(raw: str) -> Tier:
-    try:
-        return Tier.parse(raw)
-    except ValueError as exc:
-        fail(str(exc), 4)
 
 
 @app.command("send")
@@ -50,7 +49,7 @@ def send(
     """Queue one email job for every --to address; prints the job id."""
     from settler_jobs.emails import Emails
 
-    payload, tier_value = parse_data(data), _tier(tier)
+    payload, tier_value = parse_data(data), parse_tier(tier)
 
     async def work(services: Services) -> Any:
         return await Emails.from_services(services).send(

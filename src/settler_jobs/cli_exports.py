@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from settler_jobs.cli_common import JsonOpt, fail, parse_data, run_with_services
+from settler_jobs.cli_common import JsonOpt, fail, parse_data, parse_tier, run_with_services
 from settler_jobs.cli_output import emit, emit_rows
-from settler_jobs.domain import Tier
 
 if TYPE_CHECKING:
     from settler_jobs.export_store import Export
@@ -90,10 +89,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Request an export; prints its id. A worker generates the file."""
-    try:
-        tier_value = Tier.parse(tier)
-    except ValueError as exc:
-        fail(str(exc), 4)
+    tier_value = parse_tier(tier)
     parsed = parse_data(filters)
     export = _exports(
         lambda x: x.create_export(tenant, dataset, fmt, parsed, tier_value, actor=actor)

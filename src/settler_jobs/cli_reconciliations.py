@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from settler_jobs.cli_common import JsonOpt, fail, parse_data, run_with_services
+from settler_jobs.cli_common import JsonOpt, fail, parse_data, parse_tier, run_with_services
 from settler_jobs.cli_output import emit, emit_rows
-from settler_jobs.domain import Tier
 from settler_jobs.errors import NotFound
 
 if TYPE_CHECKING:
@@ -104,10 +103,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a definition (as a job); prints the job id."""
-    try:
-        tier_value = Tier.parse(tier)
-    except ValueError as exc:
-        fail(str(exc), 4)
+    tier_value = parse_tier(tier)
     submitted = _recs(
         lambda r: r.run(tenant, definition_id, tier=tier_value, idempotency_key=idempotency_key)
     )

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from settler_jobs.cli_common import JsonOpt, fail, run_with_services
+from settler_jobs.cli_common import JsonOpt, parse_tier, run_with_services
 from settler_jobs.cli_output import emit, emit_rows
-from settler_jobs.domain import Tier
 
 if TYPE_CHECKING:
     from settler_jobs.services import Services
@@ -35,13 +34,6 @@ def _directory(work: Any) -> Any:
         return await work(TenantDirectory(services.sessions))
 
     return run_with_services(run, migrate=True)
-
-
-def _tier(raw: str) -> Tier:
-    try:
-        return Tier.parse(raw)
-    except ValueError as exc:
-        fail(str(exc), 4)
 
 
 def _when(moment: Any) -> str:
@@ -87,7 +79,7 @@ def create_tenant(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a tenant with a tier."""
-    level = _tier(tier)
+    level = parse_tier(tier)
     tenant: Tenant = _directory(
         lambda d: d.create_tenant(tenant_id, level, name=name, contact_email=contact_email)
     )
@@ -101,12 +93,12 @@ def list_tenants(as_json: JsonOpt = False) -> None:
 
 
 @tenants_app.command("set-tier")
-def set_tier(
+def setparse_tier(
     tenant_id: TenantArg, tier: Annotated[str, typer.Argument()], as_json: JsonOpt = False
 ) -> None:
     """Change a tenant's tier; its keys act with it from the next request."""
-    level = _tier(tier)
-    _emit_tenants([_directory(lambda d: d.set_tier(tenant_id, level))], as_json)
+    level = parse_tier(tier)
+    _emit_tenants([_directory(lambda d: d.setparse_tier(tenant_id, level))], as_json)
 
 
 @tenants_app.command("set-contact")

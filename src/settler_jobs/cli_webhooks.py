@@ -8,9 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from settler_jobs.cli_common import JsonOpt, audit_change, fail, parse_data, run_with_services
+from settler_jobs.cli_common import (
+    JsonOpt,
+    audit_change,
+    fail,
+    parse_data,
+    parse_tier,
+    run_with_services,
+)
 from settler_jobs.cli_output import emit, emit_rows
-from settler_jobs.domain import Tier
 
 if TYPE_CHECKING:
     from settler_jobs.services import Services
@@ -92,13 +98,6 @@ def _delivery_row(d: Delivery) -> dict[str, Any]:
         else "-",
         "created": d.created_at.isoformat(timespec="seconds"),
     }
-
-
-def _tier(raw: str) -> Tier:
-    try:
-        return Tier.parse(raw)
-    except ValueError as exc:
-        fail(str(exc), 4)
 
 
 @endpoints_app.command("create")
@@ -212,7 +211,7 @@ def send_test(
     endpoint_id: str, tenant: Tenant, tier: TierOpt = "starter", as_json: JsonOpt = False
 ) -> None:
     """Send a `webhook.test` event to one endpoint; prints the delivery id."""
-    tier_value = _tier(tier)
+    tier_value = parse_tier(tier)
     delivery = _hooks(lambda h: h.send_test(tenant, endpoint_id, tier=tier_value))
     if as_json:
         emit(dataclasses.asdict(delivery))
@@ -229,7 +228,7 @@ def publish(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish an event to every subscribed endpoint; prints the delivery ids."""
-    payload, tier_value = parse_data(data), _tier(tier)
+    payload, tier_value = parse_data(data), parse_tier(tier)
 
     async def work(h: Webhooks) -> Any:
         return await h.publish(tenant, event_type, payload, tier=tier_value)

@@ -93,12 +93,12 @@ def list_tenants(as_json: JsonOpt = False) -> None:
 
 
 @tenants_app.command("set-tier")
-def setparse_tier(
+def set_tier(
     tenant_id: TenantArg, tier: Annotated[str, typer.Argument()], as_json: JsonOpt = False
 ) -> None:
     """Change a tenant's tier; its keys act with it from the next request."""
     level = parse_tier(tier)
-    _emit_tenants([_directory(lambda d: d.setparse_tier(tenant_id, level))], as_json)
+    _emit_tenants([_directory(lambda d: d.set_tier(tenant_id, level))], as_json)
 
 
 @tenants_app.command("set-contact")

@@ -587,7 +587,7 @@ class JobQueue:
                 except (ValueError, KeyError, TypeError):
                     continue
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     # ------------------------------------------------------------ job schedulers
 

@@ -34,7 +34,7 @@ import workload
 from settler_jobs.domain import Tier
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
-from settler_jobs.tenants import TenantDirectory
+from settler_jobs.tenants.directory import TenantDirectory
 
 KIND = "reconciliation"
 BULK_SIZE = 1000

@@ -25,14 +25,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import common  # noqa: E402
-from settler_jobs.domain import JobState, Tier  # noqa: E402
-from settler_jobs.handlers import default_registry  # noqa: E402
-from settler_jobs.handlers.context import JobContext  # noqa: E402
-from settler_jobs.kinds import JobKind, Registry  # noqa: E402
-from settler_jobs.queue import JobQueue  # noqa: E402
-from settler_jobs.records import Submission  # noqa: E402
-from settler_jobs.redis_server import redis_client  # noqa: E402
+import common
+from settler_jobs.context import JobContext
+from settler_jobs.domain import JobState, Tier
+from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.queue import JobQueue
+from settler_jobs.records import Submission
+from settler_jobs.redis_server import redis_client
+from settler_jobs.registry import default_registry
 
 CHUNK = 5000
 

@@ -36,16 +36,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.smtp_server import Recorder, smtp_server  # noqa: E402
+from tests.smtp_server import Recorder, smtp_server
 
-import common  # noqa: E402
-from settler_jobs.config import Settings  # noqa: E402
-from settler_jobs.email_message import compose, ledger_digest  # noqa: E402
-from settler_jobs.email_smtp import SmtpConfig, SmtpProvider  # noqa: E402
-from settler_jobs.email_templates import render  # noqa: E402
-from settler_jobs.emails import send_email  # noqa: E402
-from settler_jobs.runner import run  # noqa: E402
-from settler_jobs.services import open_services  # noqa: E402
+import common
+from settler_jobs.config import Settings
+from settler_jobs.emails.message import compose, ledger_digest
+from settler_jobs.emails.service import send_email
+from settler_jobs.emails.smtp import SmtpConfig, SmtpProvider
+from settler_jobs.emails.templates import render
+from settler_jobs.wiring import open_services
+from settler_jobs.worker.runner import run
 
 DATA = {"report_name": "Ledger Q3 <final>", "download_url": "https://files.example.com/q3.csv"}
 

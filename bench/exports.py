@@ -32,13 +32,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import common  # noqa: E402
-from settler_jobs.config import Settings  # noqa: E402
-from settler_jobs.export_store import ExportStatus  # noqa: E402
-from settler_jobs.exports import Exports  # noqa: E402
-from settler_jobs.runner import run  # noqa: E402
-from settler_jobs.services import open_services  # noqa: E402
-from settler_jobs.storage.migrate import upgrade  # noqa: E402
+import common
+from settler_jobs.config import Settings
+from settler_jobs.exports.service import Exports
+from settler_jobs.exports.store import ExportStatus
+from settler_jobs.storage.migrate import upgrade
+from settler_jobs.wiring import open_services
+from settler_jobs.worker.runner import run
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 COLUMNS = ("actor", "tenant_id", "action", "target_type", "target_id", "details", "created_at")

@@ -24,7 +24,7 @@ import workload
 from settler_jobs.domain import Tier
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
-from settler_jobs.runner import run
+from settler_jobs.worker.runner import run
 
 
 async def submit_express(queue: JobQueue, count: int, interval: float, base: int) -> list[float]:

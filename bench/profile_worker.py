@@ -27,9 +27,9 @@ import redis.asyncio
 
 import common
 import workload
-from settler_jobs.runner import run
 from settler_jobs.storage.db import create_engine, session_factory
-from settler_jobs.worker import WorkerRuntime
+from settler_jobs.worker.runner import run
+from settler_jobs.worker.runtime import WorkerRuntime
 
 
 async def until_done(url: str, prefix: str, n: int) -> float:

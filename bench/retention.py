@@ -26,20 +26,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import insert  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import common  # noqa: E402
-from settler_jobs.config import Settings  # noqa: E402
-from settler_jobs.retention import (  # noqa: E402
+import common
+from settler_jobs.config import Settings
+from settler_jobs.retention.targets import (
     RetentionRegistry,
     default_targets,
     retention_run,
     run_retention,
 )
-from settler_jobs.storage.db import create_engine, session_factory  # noqa: E402
-from settler_jobs.storage.migrate import upgrade_async  # noqa: E402
-from settler_jobs.storage.webhook_tables import (  # noqa: E402
+from settler_jobs.storage.db import create_engine, session_factory
+from settler_jobs.storage.migrate import upgrade_async
+from settler_jobs.storage.webhook_tables import (
     TenantNotificationRow,
     WebhookAttemptRow,
     WebhookDeliveryRow,

@@ -29,14 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.webhook_receiver import WebhookReceiver  # noqa: E402
+from tests.webhook_receiver import WebhookReceiver
 
-import common  # noqa: E402
-from settler_jobs.config import Settings  # noqa: E402
-from settler_jobs.runner import run  # noqa: E402
-from settler_jobs.secrets_box import SecretBox  # noqa: E402
-from settler_jobs.services import open_services  # noqa: E402
-from settler_jobs.webhooks import Webhooks  # noqa: E402
+import common
+from settler_jobs.config import Settings
+from settler_jobs.secrets_box import SecretBox
+from settler_jobs.webhooks.service import Webhooks
+from settler_jobs.wiring import open_services
+from settler_jobs.worker.runner import run
 
 PAYLOAD = {"invoiceId": "inv_0001", "amount": 12500, "currency": "EUR", "status": "paid"}
 

@@ -17,8 +17,8 @@ import bullmq
 
 from common import settings
 from settler_jobs import envelope
+from settler_jobs.context import JobContext
 from settler_jobs.domain import Tier, bullmq_priority, new_job_id
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import Submission

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dlq
 from settler_jobs.config import Settings
+from settler_jobs.dlq import store as dlq
 from settler_jobs.kinds import Registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
-from settler_jobs.worker import WorkerRuntime
+from settler_jobs.worker.runtime import WorkerRuntime
 
 WATCHDOG_S = 60.0
 

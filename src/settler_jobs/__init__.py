@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from settler_jobs.config import Settings
+    from settler_jobs.context import JobContext
     from settler_jobs.domain import JobState, PriorityClass, RetryPolicy, Tier
     from settler_jobs.errors import PermanentFailure, RetryLater, SettlerError
-    from settler_jobs.handlers.context import JobContext
     from settler_jobs.kinds import Execution, JobKind, Registry
     from settler_jobs.queue import JobQueue
     from settler_jobs.records import JobRecord, Submission, Submitted
@@ -27,7 +27,7 @@ _HOMES = {
     "PermanentFailure": "errors",
     "RetryLater": "errors",
     "SettlerError": "errors",
-    "JobContext": "handlers.context",
+    "JobContext": "context",
     "Execution": "kinds",
     "JobKind": "kinds",
     "Registry": "kinds",

@@ -1,5 +1,5 @@
 """`python -m settler_jobs` runs the CLI."""
 
-from settler_jobs.cli import main
+from settler_jobs.cli.main import main
 
 main()

@@ -20,7 +20,7 @@ from settler_jobs.errors import UnknownJobKind
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from settler_jobs.handlers.context import JobContext
+    from settler_jobs.context import JobContext
     from settler_jobs.records import Submitted
     from settler_jobs.resources import Resources, Submitter
 

@@ -16,7 +16,7 @@ from settler_jobs.api import create_app
 from settler_jobs.config import Settings
 from settler_jobs.kinds import Registry
 from settler_jobs.net_guard import Resolver
-from settler_jobs.tenants import TenantDirectory
+from settler_jobs.tenants.directory import TenantDirectory
 
 OPERATOR_TOKEN = "op-test-token-0123456789"
 

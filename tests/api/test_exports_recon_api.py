@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from settler_jobs.config import Settings
-from settler_jobs.handlers import default_registry
+from settler_jobs.registry import default_registry
 from tests.api.live import auth, live_api
 from tests.harness import system
 from tests.helpers import eventually

@@ -30,7 +30,7 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
-from settler_jobs.tenants import TenantDirectory
+from settler_jobs.tenants.directory import TenantDirectory
 from tests.api.live import OPERATOR_TOKEN
 from tests.api.test_isolation import public_dns
 

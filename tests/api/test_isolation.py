@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from settler_jobs import dlq
 from settler_jobs.config import Settings
+from settler_jobs.dlq import store as dlq
 from tests.api.kinds import registry
 from tests.api.live import LiveApi, auth, live_api
 from tests.harness import system

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from settler_jobs.context import JobContext
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.errors import PermanentFailure
-from settler_jobs.handlers import default_registry
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.registry import default_registry
 
 
 class _Switch:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
-from settler_jobs import depth_history
+from settler_jobs.alerts import depth_history
 from settler_jobs.domain import Tier
 from settler_jobs.records import Submission
 from tests.dashboard.conftest import Dash

@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from settler_jobs import logs, runner
+from settler_jobs import logs
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
 from settler_jobs.domain import RetryPolicy
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.worker import runner
 
 KIND: Final = "slow-e2e"
 LOG_ENV: Final = "SLOW_WORKER_LOG"

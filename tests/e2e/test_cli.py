@@ -21,11 +21,11 @@ import pytest
 import redis
 import typer.main
 
-from settler_jobs import cli as cli_module
 from settler_jobs import envelope
+from settler_jobs.cli import main as cli_module
 from settler_jobs.config import Settings
 from settler_jobs.domain import PriorityClass, Tier, bullmq_priority, new_job_id
-from settler_jobs.handlers import default_registry
+from settler_jobs.registry import default_registry
 from settler_jobs.storage.migrate import current_revision
 from tests.e2e.cli_runner import Cli
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from settler_jobs import alerts, heartbeat
+from settler_jobs import heartbeat
+from settler_jobs.alerts import evaluator as alerts
 from settler_jobs.config import Settings
-from settler_jobs.handlers import default_registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
+from settler_jobs.registry import default_registry
 from tests.e2e.cli_runner import Cli
 
 

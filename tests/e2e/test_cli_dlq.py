@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from settler_jobs import dlq
 from settler_jobs.config import Settings
+from settler_jobs.dlq import store as dlq
 from settler_jobs.storage.db import create_engine, session_factory
 from tests.e2e.cli_runner import Cli
 

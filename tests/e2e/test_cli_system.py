@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from settler_jobs import schedules
 from settler_jobs.config import Settings
-from settler_jobs.handlers import default_registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
+from settler_jobs.registry import default_registry
+from settler_jobs.scheduling import plan as schedules
 from tests.e2e.cli_runner import Cli
 
 BAD_INPUT_EXIT = 4

@@ -10,9 +10,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.errors import PermanentFailure
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, Submission
 from tests.harness import System, system

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from settler_jobs import dlq
-from settler_jobs.alerts import ActiveAlert, active_alerts
+from settler_jobs.alerts.evaluator import ActiveAlert, active_alerts
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
+from settler_jobs.dlq import store as dlq
 from settler_jobs.domain import RetryPolicy, Tier
 from settler_jobs.errors import PermanentFailure
-from settler_jobs.handlers import default_registry
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
+from settler_jobs.registry import default_registry
 from settler_jobs.resources import utc_now
 from tests.harness import System, system
 from tests.helpers import eventually

@@ -13,17 +13,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import audit, error_log
-from settler_jobs import export_datasets as datasets
-from settler_jobs import export_store as store
+from settler_jobs import audit
+from settler_jobs.dlq import error_log
 from settler_jobs.errors import InvalidJob, NotFound
-from settler_jobs.export_generation import Limits, generate
-from settler_jobs.export_rows import stream_rows
-from settler_jobs.export_store import ExportFormat, ExportStatus
+from settler_jobs.exports import datasets, store
+from settler_jobs.exports.generate import Limits, generate
+from settler_jobs.exports.rows import stream_rows
+from settler_jobs.exports.store import ExportFormat, ExportStatus
 from settler_jobs.storage.audit_tables import AuditLogRow
 from settler_jobs.storage.db import create_engine
+from settler_jobs.storage.files import LocalStore, iter_chunks
 from settler_jobs.storage.tables import Base
-from settler_jobs.storage_backend import LocalStore, iter_chunks
 
 pytestmark = pytest.mark.postgres
 Sessions = async_sessionmaker[AsyncSession]

@@ -9,15 +9,17 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from settler_jobs import kpi, schedule_runs, schedules
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.errors import PermanentFailure
-from settler_jobs.handlers import default_registry
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, Submission
-from settler_jobs.retention import retention_run, run_retention
+from settler_jobs.registry import default_registry
+from settler_jobs.retention.targets import retention_run, run_retention
+from settler_jobs.scheduling import plan as schedules
+from settler_jobs.scheduling import runs as schedule_runs
+from settler_jobs.tenants import kpi
 from tests.harness import System, system
 from tests.helpers import eventually
 

@@ -15,8 +15,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dlq, errors
-from settler_jobs.dlq import DlqEntry, DlqStatus, FailureRecord
+from settler_jobs import errors
+from settler_jobs.dlq import store as dlq
+from settler_jobs.dlq.store import DlqEntry, DlqStatus, FailureRecord
 from settler_jobs.redaction import REDACTED
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.migrate import alembic_config, current_revision, upgrade

@@ -14,15 +14,15 @@ import pytest
 from pydantic import SecretStr
 
 from settler_jobs.config import Settings
-from settler_jobs.dead_letters import retry_entry
+from settler_jobs.dlq.capture import retry_entry
 from settler_jobs.domain import JobState, RetryPolicy, Tier
-from settler_jobs.email_providers import EmailProvider
-from settler_jobs.emails import Emails
+from settler_jobs.emails.job import default_provider, email_handler
+from settler_jobs.emails.providers import EmailProvider
+from settler_jobs.emails.service import Emails
 from settler_jobs.errors import InvalidJob
-from settler_jobs.handlers import default_registry
-from settler_jobs.handlers.email import default_provider, email_handler
 from settler_jobs.kinds import Registry
 from settler_jobs.records import JobRecord
+from settler_jobs.registry import default_registry
 from settler_jobs.resources import Resources
 from tests.harness import System, system
 from tests.helpers import eventually

@@ -16,13 +16,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import email_ledger as ledger
-from settler_jobs.email_ledger import SendStatus
-from settler_jobs.email_message import OutgoingEmail
-from settler_jobs.email_outbox import OutboxProvider
-from settler_jobs.email_providers import EmailProvider, EmailSender
-from settler_jobs.email_send import EmailJob, send_job
-from settler_jobs.email_smtp import SmtpConfig, SmtpProvider
+from settler_jobs.emails import ledger
+from settler_jobs.emails.ledger import SendStatus
+from settler_jobs.emails.message import OutgoingEmail
+from settler_jobs.emails.outbox import OutboxProvider
+from settler_jobs.emails.providers import EmailProvider, EmailSender
+from settler_jobs.emails.send import EmailJob, send_job
+from settler_jobs.emails.smtp import SmtpConfig, SmtpProvider
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base
 from tests.smtp_server import Recorder, smtp_server

@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from settler_jobs.config import Settings
-from settler_jobs.email_message import OutgoingEmail, compose
-from settler_jobs.email_outbox import OutboxProvider, list_outbox, read_outbox
-from settler_jobs.email_providers import ProviderError, provider_from_settings
-from settler_jobs.email_resend import ResendProvider
-from settler_jobs.email_smtp import SmtpConfig, SmtpProvider
-from settler_jobs.email_templates import render
+from settler_jobs.emails.message import OutgoingEmail, compose
+from settler_jobs.emails.outbox import OutboxProvider, list_outbox, read_outbox
+from settler_jobs.emails.providers import ProviderError, provider_from_settings
+from settler_jobs.emails.resend import ResendProvider
+from settler_jobs.emails.smtp import SmtpConfig, SmtpProvider
+from settler_jobs.emails.templates import render
 from settler_jobs.errors import NotFound
 from settler_jobs.net_guard import GuardPolicy, guarded_client
 from tests.smtp_server import Recorder, self_signed, smtp_server

@@ -20,21 +20,22 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import insert, text
 
-from settler_jobs import error_log, export_store
 from settler_jobs.audit import record_audit
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
+from settler_jobs.dlq import error_log
 from settler_jobs.domain import RetryPolicy, Tier
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound, PermanentFailure
-from settler_jobs.export_generation import Limits, generate
-from settler_jobs.export_store import Export, ExportFormat, ExportStatus
-from settler_jobs.exports import Exports
-from settler_jobs.handlers import default_registry
-from settler_jobs.handlers.context import JobContext
+from settler_jobs.exports import store as export_store
+from settler_jobs.exports.generate import Limits, generate
+from settler_jobs.exports.service import Exports
+from settler_jobs.exports.store import Export, ExportFormat, ExportStatus
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
+from settler_jobs.registry import default_registry
 from settler_jobs.resources import utc_now
 from settler_jobs.storage.audit_tables import ErrorLogRow
-from settler_jobs.storage_backend import LocalStore, iter_chunks
+from settler_jobs.storage.files import LocalStore, iter_chunks
 from tests.harness import System, system
 from tests.helpers import eventually
 

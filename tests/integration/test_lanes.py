@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, Tier
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
 from tests.harness import system

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import InvalidJob, NotFound, PayloadTooLarge, QueueUnavailable
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import Submission

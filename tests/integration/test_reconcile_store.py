@@ -16,7 +16,7 @@ from settler_jobs.net_guard import GuardPolicy
 from settler_jobs.reconcile import FileSource, HttpSource, MatchRules, SqlSource
 from settler_jobs.reconcile import results as rr
 from settler_jobs.reconcile import store as rs
-from settler_jobs.reconcile.job import execute_run
+from settler_jobs.reconcile.execute import execute_run
 from settler_jobs.reconcile.run import ReconciliationResult, run_reconciliation
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.reconcile_tables import (

@@ -14,15 +14,15 @@ import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier
-from settler_jobs.email_outbox import list_outbox, read_outbox
+from settler_jobs.emails.outbox import list_outbox, read_outbox
 from settler_jobs.errors import InvalidJob, NotFound
-from settler_jobs.exports import Exports
-from settler_jobs.handlers import default_registry
+from settler_jobs.exports.service import Exports
 from settler_jobs.keyring import secret_box
+from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.reconcile.store import Run
-from settler_jobs.reconciliations import Reconciliations
-from settler_jobs.tenants import TenantDirectory
-from settler_jobs.webhooks import Webhooks
+from settler_jobs.registry import default_registry
+from settler_jobs.tenants.directory import TenantDirectory
+from settler_jobs.webhooks.service import Webhooks
 from tests.harness import System, system
 from tests.helpers import eventually
 from tests.webhook_receiver import WebhookReceiver

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import QueueUnavailable
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import EmbeddedRedis

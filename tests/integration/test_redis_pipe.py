@@ -12,7 +12,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError, ResponseError
 
 from settler_jobs.config import Settings
-from settler_jobs.redis_pipe import Address, PipelinedConnection
+from settler_jobs.queue.pipe import Address, PipelinedConnection
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import settler_jobs.storage.schedule_tables as st
 from settler_jobs.config import Settings
-from settler_jobs.retention import (
+from settler_jobs.retention.targets import (
     RetentionRegistry,
     RetentionRun,
     default_targets,
@@ -21,6 +21,7 @@ from settler_jobs.retention import (
 from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
 from settler_jobs.storage.email_tables import EmailSendRow
 from settler_jobs.storage.export_tables import ExportRow
+from settler_jobs.storage.files import LocalStore
 from settler_jobs.storage.tables import Base, DlqEntryRow
 from settler_jobs.storage.tenant_tables import TenantRow
 from settler_jobs.storage.webhook_tables import (
@@ -30,7 +31,6 @@ from settler_jobs.storage.webhook_tables import (
     WebhookEndpointRow,
     WebhookEventRow,
 )
-from settler_jobs.storage_backend import LocalStore
 
 Sessions = async_sessionmaker[AsyncSession]
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from settler_jobs import schedule_runs, schedules
 from settler_jobs.config import Settings
-from settler_jobs.handlers import default_registry
-from settler_jobs.schedule_runs import ScheduleRun
+from settler_jobs.registry import default_registry
+from settler_jobs.scheduling import plan as schedules
+from settler_jobs.scheduling import runs as schedule_runs
+from settler_jobs.scheduling.runs import ScheduleRun
 from settler_jobs.storage.schedule_tables import ScheduleRunRow
-from settler_jobs.worker import WorkerRuntime
+from settler_jobs.worker.runtime import WorkerRuntime
 from tests.harness import System, system
 from tests.helpers import eventually
 

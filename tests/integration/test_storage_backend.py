@@ -17,7 +17,7 @@ import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.errors import NotFound
-from settler_jobs.storage_backend import (
+from settler_jobs.storage.files import (
     LocalStore,
     ObjectStore,
     S3Store,
@@ -124,7 +124,7 @@ def test_settings_choose_the_backend(s3_endpoint: str, tmp_path: Path) -> None:
 _KILLED_WRITER = """
 import sys
 from pathlib import Path
-from settler_jobs.storage_backend import LocalStore, S3Store
+from settler_jobs.storage.files import LocalStore, S3Store
 from tests.s3_server import CREDENTIALS, REGION
 import boto3
 

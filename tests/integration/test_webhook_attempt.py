@@ -21,7 +21,7 @@ import pytest
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.errors import SettlerError
 from settler_jobs.secrets_box import new_webhook_secret
-from settler_jobs.webhook_delivery import (
+from settler_jobs.webhooks.attempt import (
     AttemptResult,
     Outcome,
     attempt,
@@ -29,7 +29,7 @@ from settler_jobs.webhook_delivery import (
     next_delay_s,
     parse_retry_after,
 )
-from settler_jobs.webhook_signing import DEFAULT_USER_AGENT, json_body, sign_headers
+from settler_jobs.webhooks.signing import DEFAULT_USER_AGENT, json_body, sign_headers
 from tests.webhook_receiver import Route, WebhookReceiver, respond
 
 SECRET = new_webhook_secret()

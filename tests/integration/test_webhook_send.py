@@ -17,14 +17,14 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import webhook_endpoints as we
-from settler_jobs import webhook_store as ws
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.net_guard import GuardPolicy, guarded_client
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
-from settler_jobs.webhook_records import GONE_REASON, Attempt, Delivery, DeliveryStatus, Endpoint
-from settler_jobs.webhook_send import SendConfig, SendResult, send_delivery
+from settler_jobs.webhooks import endpoints as we
+from settler_jobs.webhooks import store as ws
+from settler_jobs.webhooks.send import SendConfig, SendResult, send_delivery
+from settler_jobs.webhooks.values import GONE_REASON, Attempt, Delivery, DeliveryStatus, Endpoint
 from tests.webhook_receiver import Reply, WebhookReceiver
 
 Sessions = async_sessionmaker[AsyncSession]

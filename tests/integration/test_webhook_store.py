@@ -17,10 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import settler_jobs.storage.schema  # noqa: F401 - the whole schema, as migrated
 from settler_jobs import errors
-from settler_jobs import webhook_delivery_log as wl
-from settler_jobs import webhook_endpoints as we
-from settler_jobs import webhook_records as wr
-from settler_jobs import webhook_store as ws
 from settler_jobs.domain import is_valid_job_id
 from settler_jobs.net_guard import GuardPolicy, Refused
 from settler_jobs.secrets_box import SecretBox, mask
@@ -28,7 +24,11 @@ from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.migrate import alembic_config, current_revision, upgrade
 from settler_jobs.storage.tables import Base
 from settler_jobs.storage.webhook_tables import WebhookAttemptRow, WebhookEndpointRow
-from settler_jobs.webhook_records import DeliveryStatus, Endpoint
+from settler_jobs.webhooks import delivery_log as wl
+from settler_jobs.webhooks import endpoints as we
+from settler_jobs.webhooks import store as ws
+from settler_jobs.webhooks import values as wr
+from settler_jobs.webhooks.values import DeliveryStatus, Endpoint
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2024, 12, 9, 12, 0, tzinfo=UTC)

@@ -17,20 +17,20 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from settler_jobs import webhook_outbox
 from settler_jobs.config import Settings
-from settler_jobs.dead_letters import retry_entry
-from settler_jobs.dlq import DlqEntry
+from settler_jobs.dlq.capture import retry_entry
+from settler_jobs.dlq.store import DlqEntry
 from settler_jobs.domain import JobState, Tier
-from settler_jobs.email_outbox import list_outbox, read_outbox
+from settler_jobs.emails.outbox import list_outbox, read_outbox
 from settler_jobs.errors import NotFound, QueueUnavailable
-from settler_jobs.handlers import default_registry
 from settler_jobs.net_guard import GuardPolicy, Refused
 from settler_jobs.records import JobRecord, Submission, Submitted
+from settler_jobs.registry import default_registry
 from settler_jobs.resources import outbound_policy
-from settler_jobs.tenants import TenantDirectory
-from settler_jobs.webhook_records import Delivery, DeliveryStatus
-from settler_jobs.webhooks import Webhooks
+from settler_jobs.tenants.directory import TenantDirectory
+from settler_jobs.webhooks import outbox as webhook_outbox
+from settler_jobs.webhooks.service import Webhooks
+from settler_jobs.webhooks.values import Delivery, DeliveryStatus
 from tests.harness import System, system
 from tests.helpers import eventually
 from tests.webhook_receiver import Reply, WebhookReceiver

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from settler_jobs import dead_letters, dlq
 from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
+from settler_jobs.dlq import capture as dead_letters
+from settler_jobs.dlq import store as dlq
 from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.errors import InvalidState, NotFound, PermanentFailure
-from settler_jobs.handlers.context import JobContext
 from settler_jobs.kinds import Execution, JobKind, Registry
 from settler_jobs.records import JobRecord, Submission
 from tests.harness import System, system

@@ -26,20 +26,20 @@ import pytest
 import redis.asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from settler_jobs import dlq
 from settler_jobs.config import Settings
+from settler_jobs.dlq import store as dlq
 from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
 from settler_jobs.errors import NotFound
-from settler_jobs.handlers import default_registry
 from settler_jobs.keyring import secret_box
 from settler_jobs.queue import JobQueue
 from settler_jobs.queue.lane_loop import LaneLoop, LaneOptions
-from settler_jobs.reconciliations import Reconciliations
+from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client
+from settler_jobs.registry import default_registry
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
-from settler_jobs.worker import WorkerRuntime
+from settler_jobs.worker.runtime import WorkerRuntime
 from tests.helpers import eventually
 
 NODE_DIR = Path(__file__).resolve().parent / "node"

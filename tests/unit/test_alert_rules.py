@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from settler_jobs.alert_probes import LaneState, Snapshot
-from settler_jobs.alerts import evaluate
+from settler_jobs.alerts.evaluator import evaluate
+from settler_jobs.alerts.probes import LaneState, Snapshot
 from settler_jobs.config import Settings
 from tests.promql import RULES_FILE, metric_names, rules
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from settler_jobs.config import Settings
 from settler_jobs.heartbeat import WorkerInfo, heartbeat_key, workers_pattern
-from settler_jobs.tenants import KEY_PREFIX, split_key
+from settler_jobs.tenants.directory import KEY_PREFIX, split_key
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,9 @@ def test_only_the_adapter_imports_bullmq() -> None:
 
 def test_handlers_do_not_import_the_runtime_or_cli() -> None:
     forbidden = (
-        "settler_jobs.worker",
-        "settler_jobs.cli",
-        "settler_jobs.runner",
+        "settler_jobs.worker.runtime",
+        "settler_jobs.cli.main",
+        "settler_jobs.worker.runner",
         "settler_jobs.queue",
     )
     for path in (PACKAGE / "handlers").rglob("*.py"):

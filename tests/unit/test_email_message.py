@@ -11,12 +11,12 @@ import aiosmtplib
 import httpx
 import pytest
 
-from settler_jobs.email_message import UnsafeEmail, check_address, check_sender, compose
-from settler_jobs.email_providers import ProviderError
-from settler_jobs.email_resend import _outcome
-from settler_jobs.email_smtp import classify
-from settler_jobs.email_templates import MAX_DATA_BYTES, TEMPLATES, TemplateError, render
-from settler_jobs.emails import build_payload
+from settler_jobs.emails.message import UnsafeEmail, check_address, check_sender, compose
+from settler_jobs.emails.providers import ProviderError
+from settler_jobs.emails.resend import _outcome
+from settler_jobs.emails.service import build_payload
+from settler_jobs.emails.smtp import classify
+from settler_jobs.emails.templates import MAX_DATA_BYTES, TEMPLATES, TemplateError, render
 from settler_jobs.errors import InvalidJob
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from settler_jobs.export_render import CsvRenderer, PdfRenderer, Sink, cell_text, csv_cell
+from settler_jobs.exports.render import CsvRenderer, PdfRenderer, Sink, cell_text, csv_cell
 
 FULLWIDTH_EQUALS, FULLWIDTH_PLUS, FULLWIDTH_MINUS, FULLWIDTH_AT = (
     "\uff1d",

@@ -6,13 +6,7 @@ import itertools
 
 import pytest
 
-from settler_jobs.domain import (
-    PriorityClass,
-    Tier,
-    bullmq_priority,
-    importance,
-    uses_express_lane,
-)
+from settler_jobs.domain import PriorityClass, Tier, bullmq_priority, importance, uses_express_lane
 
 P, T = PriorityClass, Tier
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
-from settler_jobs.redis_pipe import _error
+from settler_jobs.queue.pipe import _error
 
 
 @pytest.mark.parametrize(

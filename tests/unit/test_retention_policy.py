@@ -6,7 +6,7 @@ import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
-from settler_jobs.retention import RetentionPolicy
+from settler_jobs.retention.targets import RetentionPolicy
 
 
 def _policy(**days: int) -> RetentionPolicy:

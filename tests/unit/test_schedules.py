@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from settler_jobs import schedules
 from settler_jobs.config import Settings
 from settler_jobs.records import ScheduleInfo
-from settler_jobs.schedule_runs import ScheduleRun
+from settler_jobs.scheduling import plan as schedules
+from settler_jobs.scheduling.runs import ScheduleRun
 
 NOW = datetime(2026, 6, 10, 14, 30, tzinfo=UTC)
 GRACE = timedelta(minutes=5)

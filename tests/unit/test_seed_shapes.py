@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from settler_jobs.handlers import default_registry
+from settler_jobs.registry import default_registry
 
 ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("email-sending", {"to": "user@example.com", "template": "welcome", "data": {"name": "A"}}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from settler_jobs.tenant_stats import TenantStats, hour_bucket, stats_key
+from settler_jobs.tenants.stats import TenantStats, hour_bucket, stats_key
 
 AT = datetime(2026, 6, 10, 14, 37, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from settler_jobs.secrets_box import new_webhook_secret
-from settler_jobs.webhook_signing import DEFAULT_USER_AGENT, json_body, secret_key, sign_headers
+from settler_jobs.webhooks.signing import DEFAULT_USER_AGENT, json_body, secret_key, sign_headers
 
 WEBHOOK_ID = "msg_2KWPBgLlAfxdpx2AI54pPJ85f1W"
 

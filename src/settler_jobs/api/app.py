@@ -19,28 +19,20 @@ from settler_jobs.api import errors
 from settler_jobs.api.deps import ApiContext
 from settler_jobs.api.middleware import ApiMetrics, AuditTrail, BodyLimit, RequestMetrics
 from settler_jobs.api.ratelimit import RateLimiter
-from settler_jobs.api.routers import (
-    dlq,
-    exports,
-    health,
-    jobs,
-    queues,
-    reconciliations,
-    webhooks,
-)
+from settler_jobs.api.routers import dlq, exports, health, jobs, queues, reconciliations, webhooks
 from settler_jobs.audit import record_audit_now
 from settler_jobs.config import Settings
 from settler_jobs.dashboard import install as install_dashboard
-from settler_jobs.exports import Exports
+from settler_jobs.exports.service import Exports
 from settler_jobs.keyring import derived_key, secret_box
 from settler_jobs.kinds import Registry
 from settler_jobs.net_guard import Resolver
-from settler_jobs.reconciliations import Reconciliations
+from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.redis_server import redis_client
 from settler_jobs.resources import outbound_policy
-from settler_jobs.services import open_services
-from settler_jobs.tenants import TenantDirectory
-from settler_jobs.webhooks import Webhooks
+from settler_jobs.tenants.directory import TenantDirectory
+from settler_jobs.webhooks.service import Webhooks
+from settler_jobs.wiring import open_services
 
 log = logging.getLogger(__name__)
 API_PREFIX: Final = "/v1"

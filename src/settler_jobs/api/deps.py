@@ -20,11 +20,11 @@ from redis.asyncio import Redis
 from settler_jobs.api.middleware import ApiMetrics
 from settler_jobs.api.ratelimit import RateLimiter
 from settler_jobs.config import Settings
-from settler_jobs.exports import Exports
-from settler_jobs.reconciliations import Reconciliations
-from settler_jobs.services import Services
-from settler_jobs.tenants import Principal, TenantDirectory
-from settler_jobs.webhooks import Webhooks
+from settler_jobs.exports.service import Exports
+from settler_jobs.reconcile.service import Reconciliations
+from settler_jobs.tenants.directory import Principal, TenantDirectory
+from settler_jobs.webhooks.service import Webhooks
+from settler_jobs.wiring import Services
 
 _tenant_bearer = HTTPBearer(
     auto_error=False,

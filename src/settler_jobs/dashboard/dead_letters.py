@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from settler_jobs import dead_letters, dlq
 from settler_jobs.dashboard.session import Session
 from settler_jobs.dashboard.web import (
     PREFIX,
@@ -19,6 +18,8 @@ from settler_jobs.dashboard.web import (
     require_session,
     text_field,
 )
+from settler_jobs.dlq import capture as dead_letters
+from settler_jobs.dlq import store as dlq
 from settler_jobs.domain import DlqStatus
 from settler_jobs.errors import InvalidState, NotFound, SettlerError
 

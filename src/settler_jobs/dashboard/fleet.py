@@ -10,11 +10,14 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from settler_jobs import heartbeat, kpi, schedule_runs, schedules
+from settler_jobs import heartbeat
 from settler_jobs.dashboard.session import Session
 from settler_jobs.dashboard.web import PREFIX, back, checked_form, context, render, require_session
 from settler_jobs.errors import InvalidState, NotFound, SettlerError
-from settler_jobs.webhook_records import Delivery
+from settler_jobs.scheduling import plan as schedules
+from settler_jobs.scheduling import runs as schedule_runs
+from settler_jobs.tenants import kpi
+from settler_jobs.webhooks.values import Delivery
 
 router = APIRouter()
 Operator = Annotated[Session, Depends(require_session)]

@@ -9,14 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from settler_jobs.dashboard.session import Session
-from settler_jobs.dashboard.web import (
-    PREFIX,
-    back,
-    checked_form,
-    context,
-    render,
-    require_session,
-)
+from settler_jobs.dashboard.web import PREFIX, back, checked_form, context, render, require_session
 from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidJob, InvalidState, NotFound
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from settler_jobs import depth_history
+from settler_jobs.alerts import depth_history
 from settler_jobs.dashboard.charts import bar_chart, line_chart
 from settler_jobs.dashboard.session import Session
 from settler_jobs.dashboard.web import context, render, require_session

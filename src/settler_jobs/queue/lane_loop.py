@@ -44,7 +44,7 @@ from bullmq.scripts import array2obj, raw2NextJobData
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, RedisError
 
-from settler_jobs.redis_pipe import Address, Arg, PipelinedConnection
+from settler_jobs.queue.pipe import Address, Arg, PipelinedConnection
 
 log = logging.getLogger(__name__)
 # Finish-script codes meaning "not ours any more": no job, no lock, not active, other lock.

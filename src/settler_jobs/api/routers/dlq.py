@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from settler_jobs import dead_letters, dlq
 from settler_jobs.api.deps import ApiContext, Context, Operator, Tenant
 from settler_jobs.api.errors import ERROR_RESPONSES
-from settler_jobs.dlq import DlqEntry
+from settler_jobs.dlq import capture as dead_letters
+from settler_jobs.dlq import store as dlq
+from settler_jobs.dlq.store import DlqEntry
 from settler_jobs.domain import DlqStatus
 
 router = APIRouter(prefix="/dlq", tags=["dead letters"], responses=ERROR_RESPONSES)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from settler_jobs.api.deps import Context, Tenant
 from settler_jobs.api.errors import ERROR_RESPONSES
-from settler_jobs.export_store import Export
+from settler_jobs.exports.store import Export
 
 router = APIRouter(prefix="/exports", tags=["exports"], responses=ERROR_RESPONSES)
 ExportId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]

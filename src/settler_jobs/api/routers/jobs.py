@@ -26,7 +26,7 @@ from settler_jobs.api.schemas import (
 from settler_jobs.domain import JobState
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import JobRecord, Submission
-from settler_jobs.tenants import Principal
+from settler_jobs.tenants.directory import Principal
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 JobId = Annotated[str, Path(min_length=1, max_length=128)]

@@ -1,6 +1,6 @@
 """Webhooks of the caller's tenant: endpoints, publishing events, the delivery log.
 
-A thin layer over `settler_jobs.webhooks.Webhooks`; the tier of published deliveries is
+A thin layer over `settler_jobs.webhooks.service.Webhooks`; the tier of published deliveries is
 the key's. Signing secrets are returned once, when created or rotated.
 """
 
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from settler_jobs.api.deps import Context, Tenant
 from settler_jobs.api.errors import ERROR_RESPONSES
-from settler_jobs.webhook_records import (
+from settler_jobs.webhooks.values import (
     MAX_DESCRIPTION,
     MAX_EVENT_TYPES,
     MAX_URL,

@@ -1,0 +1,1 @@
+"""Alerting: probes of queues and workers, the built-in evaluator and depth history."""

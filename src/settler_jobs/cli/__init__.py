@@ -1,0 +1,1 @@
+"""`settler-jobs`: the command line, one module per command group."""

@@ -1,0 +1,136 @@
+"""How the CLI prints: JSON for scripts, Rich tables for people."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from settler_jobs.dlq.store import DlqEntry
+    from settler_jobs.records import JobRecord, QueueCounts
+
+_console = Console()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+def emit(value: Any) -> None:
+    """Print one JSON document on stdout."""
+    print(json.dumps(value, default=_default, indent=2, sort_keys=True))
+
+
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds") if ms else "-"
+
+
+def emit_job(job: JobRecord, as_json: bool) -> None:
+    """One job, in full."""
+    if as_json:
+        emit({**job.as_dict(), "stacktrace": list(job.stacktrace)})
+        return
+    table = Table(show_header=False, title=f"job {job.id}")
+    rows = {
+        "state": job.state.value,
+        "queue": job.queue,
+        "tenant": job.tenant_id or "-",
+        "tier": job.tier or "-",
+        "priority": f"{job.priority_class} ({job.bullmq_priority})",
+        "attempts": f"{job.attempts_made}/{job.max_attempts}",
+        "progress": str(job.progress),
+        "created": _when(job.created_at_ms),
+        "started": _when(job.processed_at_ms),
+        "finished": _when(job.finished_at_ms),
+        "data": json.dumps(job.payload)[:2000],
+        "result": json.dumps(job.result, default=str)[:2000],
+        "failure": job.failure_reason or "-",
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    _console.print(table)
+
+
+def emit_jobs(jobs: Sequence[JobRecord], as_json: bool) -> None:
+    """A list of jobs, one line each."""
+    if as_json:
+        emit([j.as_dict() for j in jobs])
+        return
+    table = Table("id", "queue", "state", "tenant", "tier", "attempts", "created")
+    for j in jobs:
+        table.add_row(
+            j.id,
+            j.queue,
+            j.state.value,
+            j.tenant_id or "-",
+            j.tier or "-",
+            f"{j.attempts_made}/{j.max_attempts}",
+            _when(j.created_at_ms),
+        )
+    _console.print(table)
+
+
+def emit_counts(counts: Sequence[QueueCounts], as_json: bool) -> None:
+    """Per-queue counts by state."""
+    if as_json:
+        emit([dataclasses.asdict(c) for c in counts])
+        return
+    states = ["waiting", "delayed", "active", "completed", "failed"]
+    table = Table()
+    table.add_column("queue", no_wrap=True)
+    for heading in (*states, "oldest waiting"):
+        table.add_column(heading, justify="right")
+    for c in counts:
+        age = f"{c.oldest_waiting_ms / 1000:.1f}s" if c.oldest_waiting_ms is not None else "-"
+        table.add_row(c.queue, *(str(c.counts.get(s, 0)) for s in states), age)
+    _console.print(table)
+
+
+def emit_dlq(entries: Sequence[DlqEntry], as_json: bool, *, detail: bool = False) -> None:
+    """Dead letters: a table, or one entry in full with `detail`."""
+    if as_json:
+        rows = [dataclasses.asdict(e) for e in entries]
+        emit(rows[0] if detail and rows else rows)
+        return
+    if detail and entries:
+        e = entries[0]
+        table = Table(show_header=False, title=f"dead letter {e.id}")
+        for key, value in dataclasses.asdict(e).items():
+            table.add_row(key, json.dumps(value, default=_default)[:4000])
+        _console.print(table)
+        return
+    table = Table("id", "kind", "job", "tenant", "error", "attempts", "status", "failed at")
+    for e in entries:
+        table.add_row(
+            e.id,
+            e.kind,
+            e.job_id,
+            e.tenant_id or "-",
+            e.error_type,
+            str(e.attempts),
+            e.status.value,
+            e.last_failed_at.isoformat(timespec="seconds"),
+        )
+    _console.print(table)
+
+
+def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
+    """Uniform rows: JSON, or a table whose columns are the keys of the first row."""
+    if as_json or not rows:
+        emit(list(rows))
+        return
+    table = Table(*rows[0])
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    _console.print(table)

@@ -1,0 +1,1 @@
+"""Exports: tenant-scoped datasets rendered to CSV or PDF and stored as files."""

@@ -1,0 +1,1 @@
+"""Data retention: targets deleting expired rows in bounded batches, and its job."""

@@ -1,0 +1,1 @@
+"""Scheduled system jobs: the plan (BullMQ job schedulers), their run log and payloads."""

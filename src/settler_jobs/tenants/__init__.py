@@ -1,0 +1,1 @@
+"""Tenants: the directory (tiers, API keys), per-tenant accounting and KPI snapshots."""

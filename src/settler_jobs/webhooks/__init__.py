@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, signed events, deliveries with retries and the delivery log."""

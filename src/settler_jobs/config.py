@@ -211,7 +211,7 @@ class Settings(BaseSettings):
     @field_validator("email_from")
     @classmethod
     def _usable_sender(cls, value: str) -> str:
-        from settler_jobs.emails.message import check_sender
+        from settler_jobs.addresses import check_sender
 
         check_sender(value)  # UnsafeEmail is a ValueError: a clear settings error
         return value

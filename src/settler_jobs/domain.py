@@ -12,6 +12,8 @@ import random
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Final
 
@@ -219,3 +221,28 @@ class DlqStatus(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
     RETRIED = "retried"
+
+
+_DELTA_SECONDS_RE: Final = re.compile(r"^[+-]?\d{1,12}(?:\.\d{1,6})?$")
+
+
+def parse_retry_after(value: str | None, *, now: datetime, cap_s: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+
+    Negative values and past dates give 0; values above `cap_s` give `cap_s`; anything
+    unparseable (or no header) gives None.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS_RE.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" means UTC without saying so
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, 0.0), cap_s)

@@ -17,7 +17,7 @@ from settler_jobs.config import Settings
 from settler_jobs.dlq.capture import retry_entry
 from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.emails.job import default_provider, email_handler
-from settler_jobs.emails.providers import EmailProvider
+from settler_jobs.emails.sender import EmailProvider
 from settler_jobs.emails.service import Emails
 from settler_jobs.errors import InvalidJob
 from settler_jobs.kinds import Registry

@@ -20,8 +20,8 @@ from settler_jobs.emails import ledger
 from settler_jobs.emails.ledger import SendStatus
 from settler_jobs.emails.message import OutgoingEmail
 from settler_jobs.emails.outbox import OutboxProvider
-from settler_jobs.emails.providers import EmailProvider, EmailSender
 from settler_jobs.emails.send import EmailJob, send_job
+from settler_jobs.emails.sender import EmailProvider, EmailSender
 from settler_jobs.emails.smtp import SmtpConfig, SmtpProvider
 from settler_jobs.storage.db import create_engine
 from settler_jobs.storage.tables import Base

@@ -16,8 +16,9 @@ import pytest
 from settler_jobs.config import Settings
 from settler_jobs.emails.message import OutgoingEmail, compose
 from settler_jobs.emails.outbox import OutboxProvider, list_outbox, read_outbox
-from settler_jobs.emails.providers import ProviderError, provider_from_settings
+from settler_jobs.emails.providers import provider_from_settings
 from settler_jobs.emails.resend import ResendProvider
+from settler_jobs.emails.sender import ProviderError
 from settler_jobs.emails.smtp import SmtpConfig, SmtpProvider
 from settler_jobs.emails.templates import render
 from settler_jobs.errors import NotFound

@@ -18,7 +18,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from settler_jobs.domain import RetryPolicy
+from settler_jobs.domain import RetryPolicy, parse_retry_after
 from settler_jobs.errors import SettlerError
 from settler_jobs.secrets_box import new_webhook_secret
 from settler_jobs.webhooks.attempt import (
@@ -27,7 +27,6 @@ from settler_jobs.webhooks.attempt import (
     attempt,
     classify_error,
     next_delay_s,
-    parse_retry_after,
 )
 from settler_jobs.webhooks.signing import DEFAULT_USER_AGENT, json_body, sign_headers
 from tests.webhook_receiver import Route, WebhookReceiver, respond

@@ -11,9 +11,10 @@ import aiosmtplib
 import httpx
 import pytest
 
-from settler_jobs.emails.message import UnsafeEmail, check_address, check_sender, compose
-from settler_jobs.emails.providers import ProviderError
+from settler_jobs.addresses import UnsafeEmail, check_address, check_sender
+from settler_jobs.emails.message import compose
 from settler_jobs.emails.resend import _outcome
+from settler_jobs.emails.sender import ProviderError
 from settler_jobs.emails.service import build_payload
 from settler_jobs.emails.smtp import classify
 from settler_jobs.emails.templates import MAX_DATA_BYTES, TEMPLATES, TemplateError, render

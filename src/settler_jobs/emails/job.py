@@ -15,10 +15,11 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from settler_jobs.addresses import check_address
 from settler_jobs.context import JobContext
-from settler_jobs.emails.message import check_address
-from settler_jobs.emails.providers import EmailProvider, provider_from_settings
+from settler_jobs.emails.providers import provider_from_settings
 from settler_jobs.emails.send import EmailJob, JobReport, send_job
+from settler_jobs.emails.sender import EmailProvider
 from settler_jobs.emails.templates import check_data, check_template
 from settler_jobs.errors import ConfigError, PermanentFailure, RetryLater
 from settler_jobs.resources import Resources

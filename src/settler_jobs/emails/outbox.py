@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from settler_jobs.emails.message import OutgoingEmail
-from settler_jobs.emails.providers import EmailSender, ProviderError
+from settler_jobs.emails.sender import EmailSender, ProviderError
 from settler_jobs.errors import NotFound
 
 _NAME_RE: Final = re.compile(r"^[0-9a-f]{8,64}\.eml$")

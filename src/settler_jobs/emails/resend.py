@@ -17,10 +17,10 @@ from typing import Any, Final
 
 import httpx
 
+from settler_jobs.domain import parse_retry_after
 from settler_jobs.emails.message import OutgoingEmail
-from settler_jobs.emails.providers import EmailSender, ProviderError, Scope
+from settler_jobs.emails.sender import EmailSender, ProviderError, Scope
 from settler_jobs.errors import SettlerError
-from settler_jobs.webhooks.attempt import parse_retry_after
 
 _PROVIDER_WIDE: Final = frozenset({401, 403, 404, 405})
 _EXCERPT_CHARS: Final = 300

@@ -18,7 +18,7 @@ from typing import Any
 from settler_jobs.emails import ledger
 from settler_jobs.emails.ledger import SendStatus, Sessions
 from settler_jobs.emails.message import OutgoingEmail, compose, ledger_digest
-from settler_jobs.emails.providers import EmailProvider, EmailSender, ProviderError
+from settler_jobs.emails.sender import EmailProvider, EmailSender, ProviderError
 from settler_jobs.emails.templates import render
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import aiosmtplib
 
 from settler_jobs.config import Settings
 from settler_jobs.emails.message import OutgoingEmail
-from settler_jobs.emails.providers import EmailSender, ProviderError
+from settler_jobs.emails.sender import EmailSender, ProviderError
 from settler_jobs.errors import ConfigError
 
 

@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 import httpx
 
-from settler_jobs.domain import RetryPolicy, retry_delay_s
+from settler_jobs.domain import RetryPolicy, parse_retry_after, retry_delay_s
 from settler_jobs.errors import SettlerError
 
 DEFAULT_EXCERPT_BYTES: Final = 1024
 DEFAULT_RETRY_AFTER_CAP_S: Final = 3600.0
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
-_DELTA_SECONDS_RE: Final = re.compile(r"^[+-]?\d{1,12}(?:\.\d{1,6})?$")
 _HANDLED_ERRORS: Final = (httpx.TransportError, httpx.InvalidURL, SettlerError, OSError)
 
 _E = TypeVar("_E", bound=BaseException)
@@ -217,28 +214,6 @@ def _find_in_chain(exc: BaseException, kind: type[_E]) -> _E | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-def parse_retry_after(value: str | None, *, now: datetime, cap_s: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
-
-    Negative values and past dates give 0; values above `cap_s` give `cap_s`; anything
-    unparseable (or no header) gives None.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if _DELTA_SECONDS_RE.fullmatch(text):
-        seconds = float(text)
-    else:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000" means UTC without saying so
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    return min(max(seconds, 0.0), cap_s)
 
 
 def next_delay_s(

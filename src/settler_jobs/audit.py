@@ -15,8 +15,8 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from settler_jobs.clock import utc_now
 from settler_jobs.redaction import redact
-from settler_jobs.resources import utc_now
 from settler_jobs.storage.audit_tables import AuditLogRow
 
 MAX_DETAILS_BYTES: Final = 4096

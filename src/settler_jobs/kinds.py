@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from settler_jobs.context import JobContext
+    from settler_jobs.ports import Submitter
     from settler_jobs.records import Submitted
-    from settler_jobs.resources import Resources, Submitter
+    from settler_jobs.resources import Resources
 
 EXPRESS_SUFFIX: Final = "-express"
 _NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,47}$")

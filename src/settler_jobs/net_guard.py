@@ -25,10 +25,14 @@ import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
 from settler_jobs.errors import ConfigError, SettlerError
+
+if TYPE_CHECKING:
+    from settler_jobs.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -99,6 +103,11 @@ class GuardPolicy:
             raise ConfigError(f"bad network in the outbound allow-list: {exc}") from exc
         ports = None if allowed_ports is None else frozenset(allowed_ports)
         return cls(allow_http=allow_http, allow_networks=nets, allowed_ports=ports)
+
+
+def outbound_policy(settings: Settings) -> GuardPolicy:
+    """The SSRF guard policy for outbound requests (webhooks, HTTP sources, alerts)."""
+    return GuardPolicy.from_strings(settings.outbound_allow_http, settings.outbound_allow_networks)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Shared handles a handler may use: settings, database sessions, a job submitter, the
 secret box and the SSRF-guarded HTTP client. One per worker process, made lazily.
+
+The queue appears here only as the `ports` protocols, so nothing below imports kinds
+or the queue itself.
 """
 
 from __future__ import annotations
@@ -9,64 +12,19 @@ import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.errors import ConfigError
 from settler_jobs.keyring import secret_box
-from settler_jobs.net_guard import GuardPolicy, guarded_client
-from settler_jobs.records import BacklogScan, JobRecord, Submission, Submitted
+from settler_jobs.net_guard import guarded_client, outbound_policy
+from settler_jobs.ports import QueueOps, Submitter
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-    from settler_jobs.domain import JobState
-    from settler_jobs.kinds import Registry
-
-
-class Submitter(Protocol):
-    """The producer side of the queue, as handlers see it."""
-
-    async def submit_bulk(self, subs: list[Submission]) -> list[Submitted]: ...
-
-    async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord: ...
-
-
-class QueueOps(Protocol):
-    """Queue-wide reads and cleanup for system jobs (cache warming, retention)."""
-
-    @property
-    def client(self) -> Redis: ...
-
-    @property
-    def key_prefix(self) -> str: ...
-
-    @property
-    def registry(self) -> Registry: ...
-
-    async def tenant_backlog(self, *, per_lane: int = 1000) -> BacklogScan: ...
-
-    async def finished_before(self, queue: str, state: JobState, older_than_s: int) -> int: ...
-
-    async def clean_finished(
-        self, queue: str, state: JobState, older_than_s: int, limit: int
-    ) -> int: ...
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def outbound_policy(settings: Settings) -> GuardPolicy:
-    """The SSRF guard policy for outbound requests (webhooks, HTTP sources)."""
-    return GuardPolicy.from_strings(settings.outbound_allow_http, settings.outbound_allow_networks)
 
 
 @dataclass

@@ -1,16 +1,23 @@
-"""Wiring: from Settings to a connected Redis, a migrated database and a JobQueue."""
+"""Wiring: from Settings to a connected Redis, a migrated database, a JobQueue and the
+capability APIs over them. The one place that builds services; capabilities never import it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from settler_jobs.config import Settings
+from settler_jobs.emails import Emails
+from settler_jobs.exports import Exports
+from settler_jobs.keyring import secret_box
 from settler_jobs.kinds import Registry
 from settler_jobs.queue import JobQueue
+from settler_jobs.reconcile import Reconciliations
 from settler_jobs.redis_server import (
     EmbeddedRedis,
     preflight,
@@ -20,7 +27,9 @@ from settler_jobs.redis_server import (
 )
 from settler_jobs.registry import default_registry
 from settler_jobs.storage.db import create_engine, session_factory
+from settler_jobs.storage.files import object_store
 from settler_jobs.storage.migrate import upgrade_async
+from settler_jobs.webhooks import Webhooks
 
 
 @dataclass
@@ -34,6 +43,26 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     embedded: EmbeddedRedis | None
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        """Endpoints, publishing and deliveries (application key and SSRF policy from settings)."""
+        return Webhooks.from_settings(self.settings, self.sessions, self.queue)
+
+    @cached_property
+    def emails(self) -> Emails:
+        """Email requests and their per-recipient status."""
+        return Emails(self.sessions, self.queue)
+
+    @cached_property
+    def exports(self) -> Exports:
+        """Export requests, their files and download links."""
+        return Exports(self.sessions, self.queue, object_store(self.settings))
+
+    @cached_property
+    def reconciliations(self) -> Reconciliations:
+        """Reconciliation definitions, source files and runs."""
+        return Reconciliations(self.settings, self.sessions, self.queue, secret_box(self.settings))
 
 
 @asynccontextmanager

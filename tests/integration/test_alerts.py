@@ -17,6 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from settler_jobs.alerts.evaluator import ActiveAlert, active_alerts
+from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.dlq import store as dlq
@@ -25,7 +26,6 @@ from settler_jobs.errors import PermanentFailure
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
 from settler_jobs.registry import default_registry
-from settler_jobs.resources import utc_now
 from tests.harness import System, system
 from tests.helpers import eventually
 from tests.webhook_receiver import Reply, WebhookReceiver

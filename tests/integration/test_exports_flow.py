@@ -21,6 +21,7 @@ from pypdf import PdfReader
 from sqlalchemy import insert, text
 
 from settler_jobs.audit import record_audit
+from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.dlq import error_log
@@ -33,7 +34,6 @@ from settler_jobs.exports.store import Export, ExportFormat, ExportStatus
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
 from settler_jobs.registry import default_registry
-from settler_jobs.resources import utc_now
 from settler_jobs.storage.audit_tables import ErrorLogRow
 from settler_jobs.storage.files import LocalStore, iter_chunks
 from tests.harness import System, system

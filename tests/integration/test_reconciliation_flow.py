@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from settler_jobs.keyring import secret_box
 from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.reconcile.store import Run
 from settler_jobs.registry import default_registry
+from settler_jobs.storage.files import object_store
 from settler_jobs.tenants.directory import TenantDirectory
 from settler_jobs.webhooks.service import Webhooks
 from tests.harness import System, system
@@ -72,12 +72,6 @@ async def _finished_export(exports: Exports, tenant: str, export_id: str) -> Any
     return await eventually(
         probe, lambda e: e.status.value in ("succeeded", "failed"), timeout_s=30
     )
-
-
-def _services(flow: Flow) -> Any:
-    """Enough of `Services` for `Exports.from_services`."""
-    sys_ = flow.system
-    return SimpleNamespace(settings=sys_.settings, sessions=sys_.sessions, queue=sys_.queue)
 
 
 @pytest.fixture
@@ -149,7 +143,8 @@ async def test_a_run_matches_stores_results_and_announces_them(flow: Flow) -> No
     assert "books@acme.example" in text and run.id in text
 
     # The results export through the export kind, one file per result set.
-    exports = Exports.from_services(_services(flow))
+    sys_ = flow.system
+    exports = Exports(sys_.sessions, sys_.queue, object_store(sys_.settings))
     for dataset, filters, rows in (
         ("reconciliation_matches", {"run_id": run.id}, 2),
         ("reconciliation_unmatched", {"run_id": run.id, "side": "source"}, 1),

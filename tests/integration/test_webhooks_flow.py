@@ -23,10 +23,9 @@ from settler_jobs.dlq.store import DlqEntry
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.emails.outbox import list_outbox, read_outbox
 from settler_jobs.errors import NotFound, QueueUnavailable
-from settler_jobs.net_guard import GuardPolicy, Refused
+from settler_jobs.net_guard import GuardPolicy, Refused, outbound_policy
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.registry import default_registry
-from settler_jobs.resources import outbound_policy
 from settler_jobs.tenants.directory import TenantDirectory
 from settler_jobs.webhooks import outbox as webhook_outbox
 from settler_jobs.webhooks.service import Webhooks

@@ -46,7 +46,7 @@ def test_rotation_opens_old_tokens_and_seals_with_the_new_key(tmp_path: Path) ->
 def test_outbound_policy_comes_from_settings(tmp_path: Path) -> None:
     import ipaddress
 
-    from settler_jobs.resources import outbound_policy
+    from settler_jobs.net_guard import outbound_policy
 
     policy = outbound_policy(
         Settings(

@@ -35,11 +35,11 @@ from redis.asyncio import Redis
 from settler_jobs import heartbeat
 from settler_jobs.alerts.probes import Snapshot
 from settler_jobs.config import Settings
-from settler_jobs.emails import service as emails
-from settler_jobs.net_guard import guarded_client
-from settler_jobs.resources import Submitter, outbound_policy
-from settler_jobs.scheduling.plan import SYSTEM_TENANT
-from settler_jobs.webhooks.signing import DEFAULT_USER_AGENT, json_body, sign_headers
+from settler_jobs.emails import send_email
+from settler_jobs.net_guard import guarded_client, outbound_policy
+from settler_jobs.ports import Submitter
+from settler_jobs.scheduling import SYSTEM_TENANT
+from settler_jobs.webhooks import DEFAULT_USER_AGENT, json_body, sign_headers
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class Notifier:
         notice = _notice(event, entry, now_ms)
         if self._settings.alert_emails:
             try:
-                await emails.send_email(
+                await send_email(
                     self._submitter,
                     SYSTEM_TENANT,
                     self._settings.alert_emails,

@@ -17,12 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import heartbeat
 from settler_jobs.config import Settings
-from settler_jobs.dlq import store as dlq
+from settler_jobs.dlq import count_open
 from settler_jobs.domain import DlqStatus
 from settler_jobs.metrics import Metrics
 from settler_jobs.queue import JobQueue
-from settler_jobs.scheduling import plan as schedules
-from settler_jobs.scheduling import runs as schedule_runs
+from settler_jobs.scheduling import configured, last_runs, missed_reason
 from settler_jobs.storage.schedule_tables import ScheduleRunRow
 from settler_jobs.storage.tables import DlqEntryRow
 
@@ -82,23 +81,20 @@ async def take(
     }
     live = {w.id for w in await heartbeat.live_workers(client, settings.queue_prefix)}
     alive = len(live | ({worker_id} if worker_id else set()))
-    enabled = [s for s in schedules.configured(settings) if s.enabled]
+    enabled = [s for s in configured(settings) if s.enabled]
     infos = {i.id: i for i in await queue.list_schedules()}
     grace = timedelta(seconds=settings.schedule_missed_grace_s)
     since = now - timedelta(seconds=settings.alert_dlq_window_s)
     async with sessions() as session:
-        last = await schedule_runs.last_runs(session, [s.id for s in enabled], trigger="schedule")
+        last = await last_runs(session, [s.id for s in enabled], trigger="schedule")
         success = {s.id: await _last_success(session, s.id) for s in enabled}
-        open_total = await dlq.count_open(session)
+        open_total = await count_open(session)
         recent = await session.scalar(
             select(func.count())
             .select_from(DlqEntryRow)
             .where(DlqEntryRow.status == DlqStatus.OPEN.value, DlqEntryRow.created_at >= since)
         )
-    missed = {
-        s.id: schedules.missed_reason(s, infos.get(s.id), last.get(s.id), now, grace)
-        for s in enabled
-    }
+    missed = {s.id: missed_reason(s, infos.get(s.id), last.get(s.id), now, grace) for s in enabled}
     return Snapshot(now, lanes, alive, missed, success, open_total, int(recent or 0))
 
 

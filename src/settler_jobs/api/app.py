@@ -23,13 +23,11 @@ from settler_jobs.api.routers import dlq, exports, health, jobs, queues, reconci
 from settler_jobs.audit import record_audit_now
 from settler_jobs.config import Settings
 from settler_jobs.dashboard import install as install_dashboard
-from settler_jobs.exports.service import Exports
 from settler_jobs.keyring import derived_key, secret_box
 from settler_jobs.kinds import Registry
-from settler_jobs.net_guard import Resolver
+from settler_jobs.net_guard import Resolver, outbound_policy
 from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.redis_server import redis_client
-from settler_jobs.resources import outbound_policy
 from settler_jobs.tenants.directory import TenantDirectory
 from settler_jobs.webhooks.service import Webhooks
 from settler_jobs.wiring import open_services
@@ -106,7 +104,7 @@ def create_app(
                 webhooks=hooks,
                 metrics_registry=metrics_registry,
                 metrics=metrics,
-                exports=Exports.from_services(services),
+                exports=services.exports,
                 reconciliations=Reconciliations(
                     own, services.sessions, services.queue, secret_box(own)
                 ),

@@ -47,12 +47,11 @@ def send(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue one email job for every --to address; prints the job id."""
-    from settler_jobs.emails.service import Emails
 
     payload, tier_value = parse_data(data), parse_tier(tier)
 
     async def work(services: Services) -> Any:
-        return await Emails.from_services(services).send(
+        return await services.emails.send(
             tenant,
             to,
             template,
@@ -77,10 +76,9 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-recipient sends of the tenant, newest first."""
-    from settler_jobs.emails.service import Emails
 
     async def work(services: Services) -> Any:
-        return await Emails.from_services(services).status(tenant, key, limit=limit)
+        return await services.emails.status(tenant, key, limit=limit)
 
     entries = run_with_services(work, migrate=True)
     if as_json:

@@ -24,10 +24,9 @@ Tenant = Annotated[str, typer.Option("--tenant", help="The tenant whose exports 
 
 def _exports(work: Any) -> Any:
     """Run `work(Exports)` on the services (migrating the database first)."""
-    from settler_jobs.exports.service import Exports
 
     async def run(services: Services) -> Any:
-        return await work(Exports.from_services(services))
+        return await work(services.exports)
 
     return run_with_services(run, migrate=True)
 

@@ -25,10 +25,9 @@ RESULT_SETS = ("matches", "discrepancies", "unmatched-source", "unmatched-target
 
 
 def _recs(work: Any) -> Any:
-    from settler_jobs.reconcile.service import Reconciliations
 
     async def run(services: Services) -> Any:
-        return await work(Reconciliations.from_services(services))
+        return await work(services.reconciliations)
 
     return run_with_services(run, migrate=True)
 

@@ -42,10 +42,9 @@ def _hooks(work: Any, audit: tuple[str, str, str, Any] | None = None) -> Any:
 
     `audit`: (action, tenant, target type, target id or a function of the result).
     """
-    from settler_jobs.webhooks.service import Webhooks
 
     async def run(services: Services) -> Any:
-        result = await work(Webhooks.from_services(services))
+        result = await work(services.webhooks)
         if audit is not None:
             action, tenant, target_type, target_id = audit
             target = target_id(result) if callable(target_id) else target_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -18,8 +18,12 @@ from settler_jobs.keyring import derived_key
 from settler_jobs.redaction import redact
 
 if TYPE_CHECKING:
-    # Only a type: importing the API package here would import the app, which mounts us.
-    from settler_jobs.api.deps import ApiContext
+    from redis.asyncio import Redis
+
+    from settler_jobs.config import Settings
+    from settler_jobs.tenants import TenantDirectory
+    from settler_jobs.webhooks import Webhooks
+    from settler_jobs.wiring import Services
 
 PREFIX: Final = "/dashboard"
 CSRF_FIELD: Final = "csrf"
@@ -54,6 +58,28 @@ templates = Environment(
 templates.filters["ms_time"] = _ms_time
 templates.filters["pretty"] = _pretty
 templates.filters["mask"] = lambda value: redact(value)
+
+
+class DashboardContext(Protocol):
+    """What the pages read from the app that mounts them (the API's context satisfies it).
+
+    The dashboard names only this, never the API package: the API mounts the dashboard.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def services(self) -> Services: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def directory(self) -> TenantDirectory: ...
+
+    @property
+    def webhooks(self) -> Webhooks: ...
 
 
 class LoginRequired(Exception):
@@ -93,9 +119,9 @@ async def to_login(request: Request, exc: Exception) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
-def context(request: Request) -> ApiContext:
-    """The API context opened by the app's lifespan."""
-    ctx: ApiContext = request.app.state.ctx
+def context(request: Request) -> DashboardContext:
+    """The context opened by the app's lifespan."""
+    ctx: DashboardContext = request.app.state.ctx
     return ctx
 
 

@@ -1,1 +1,10 @@
-"""The dead-letter queue: capture of dead jobs, triage (retry, discard) and the error log."""
+"""The dead-letter queue: failed jobs kept in the database, listed, noted, retried.
+
+`store` holds the entries; `capture` moves exhausted jobs from BullMQ into it.
+"""
+
+from __future__ import annotations
+
+from settler_jobs.dlq.store import DlqEntry, count_open
+
+__all__ = ["DlqEntry", "count_open"]

@@ -6,7 +6,7 @@ from the tenant's tier. Every recipient gets its own email and its own row in th
 sent-ledger, keyed by (tenant, idempotency key, recipient), so retries never send to a
 recipient twice (see `email_ledger` for the one-commit window that remains).
 
-    emails = Emails.from_services(services)
+    emails = services.emails
     request = await emails.send("acme", ["ann@example.com"], "welcome", {"name": "Ann"},
                                 tier=Tier.GROWTH, idempotency_key="welcome-ann")
     statuses = await emails.status("acme", request.idempotency_key)
@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,11 +28,8 @@ from settler_jobs.emails import ledger as email_ledger
 from settler_jobs.emails.job import EmailPayload
 from settler_jobs.emails.ledger import LedgerEntry
 from settler_jobs.errors import InvalidJob
+from settler_jobs.ports import Submitter
 from settler_jobs.records import Submission
-from settler_jobs.resources import Submitter
-
-if TYPE_CHECKING:
-    from settler_jobs.wiring import Services
 
 KIND: Final = "email-sending"
 
@@ -118,11 +115,6 @@ class Emails:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], submitter: Submitter) -> None:
         self._sessions = sessions
         self._submitter = submitter
-
-    @classmethod
-    def from_services(cls, services: Services) -> Emails:
-        """The API over a process's open services (see `services.open_services`)."""
-        return cls(services.sessions, services.queue)
 
     async def send(
         self,

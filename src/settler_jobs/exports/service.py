@@ -5,7 +5,7 @@ like a missing one. `create_export` validates the dataset and filters, commits t
 record (with an audit row), then enqueues the job that only carries the export id. If
 Redis is down then, the export is marked failed and `QueueUnavailable` is raised.
 
-    exports = Exports.from_services(services)
+    exports = services.exports
     export = await exports.create_export("acme", "audit_log", "csv", {"action": "x"})
     download = await exports.open_download("acme", export.id)   # once it succeeded
 """
@@ -17,22 +17,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
 from settler_jobs.audit import record_audit
+from settler_jobs.clock import utc_now
 from settler_jobs.domain import Tier, validate_tenant_id
 from settler_jobs.exports import store
 from settler_jobs.exports.datasets import get_dataset
 from settler_jobs.exports.store import Export, ExportFormat, ExportStatus
+from settler_jobs.ports import Submitter
 from settler_jobs.records import Submission
-from settler_jobs.resources import Submitter, utc_now
-from settler_jobs.storage.files import ObjectStore, Readable, iter_chunks, object_store
-
-if TYPE_CHECKING:
-    from settler_jobs.wiring import Services
+from settler_jobs.storage.files import ObjectStore, Readable, iter_chunks
 
 EXPORT_KIND: Final = "export-generation"
 
@@ -76,11 +74,6 @@ class Exports:
         self._submitter = submitter
         self._objects = objects
         self._now = now
-
-    @classmethod
-    def from_services(cls, services: Services) -> Exports:
-        """The API over a process's open services (see `services.open_services`)."""
-        return cls(services.sessions, services.queue, object_store(services.settings))
 
     async def create_export(
         self,

@@ -8,6 +8,7 @@ The job handler calls `job.execute_run`, which reads the definition (`store`), r
 from settler_jobs.reconcile.matching import Reason, Rule
 from settler_jobs.reconcile.raw import SourceError
 from settler_jobs.reconcile.run import ReconciliationResult, Summary, run_reconciliation
+from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.reconcile.specs import FieldMapping, FileSource, HttpSource, MatchRules, SqlSource
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "MatchRules",
     "Reason",
     "ReconciliationResult",
+    "Reconciliations",
     "Rule",
     "SourceError",
     "SqlSource",

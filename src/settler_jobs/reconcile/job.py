@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from settler_jobs.context import JobContext
 from settler_jobs.errors import NotFound, PermanentFailure
+from settler_jobs.net_guard import outbound_policy
 from settler_jobs.reconcile.execute import execute_run
 from settler_jobs.reconcile.store import Run
-from settler_jobs.resources import outbound_policy
-from settler_jobs.tenants.directory import TenantDirectory
-from settler_jobs.webhooks.service import Webhooks
+from settler_jobs.tenants import TenantDirectory
+from settler_jobs.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -106,7 +106,7 @@ async def reconcile(payload: ReconciliationPayload, ctx: JobContext) -> dict[str
 
 async def _email_contact(ctx: JobContext, run: Run) -> None:
     """Email the tenant's contact, when one is set, that the run completed (once per run)."""
-    from settler_jobs.emails.service import Emails
+    from settler_jobs.emails import Emails
 
     res = ctx.resources
     try:

@@ -5,7 +5,7 @@ holds a source and a target (file, SQL or HTTP adapters; their credentials seale
 rest) and the matching rules; running one enqueues a `reconciliation` job that carries
 only the definition id.
 
-    recs = Reconciliations.from_services(services)
+    recs = services.reconciliations
     await recs.upload("acme", "charges.csv", Path("charges.csv"))
     definition = await recs.create("acme", "stripe vs bank",
         source={"kind": "file", "format": "csv", "path": "charges.csv"},
@@ -21,23 +21,21 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
+from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
+from settler_jobs.ports import Submitter
 from settler_jobs.reconcile import results, store
 from settler_jobs.reconcile.execute import tenant_files_root
 from settler_jobs.reconcile.specs import MatchRules, SourceSpec
 from settler_jobs.records import Submission, Submitted
-from settler_jobs.resources import Submitter, utc_now
 from settler_jobs.secrets_box import SecretBox
-
-if TYPE_CHECKING:
-    from settler_jobs.wiring import Services
 
 _T = TypeVar("_T")
 KIND: Final = "reconciliation"
@@ -60,14 +58,6 @@ class Reconciliations:
         self._sessions = sessions
         self._submitter = submitter
         self._box = box
-
-    @classmethod
-    def from_services(cls, services: Services) -> Reconciliations:
-        """The API over a process's open services."""
-        from settler_jobs.keyring import secret_box
-
-        box = secret_box(services.settings)
-        return cls(services.settings, services.sessions, services.queue, box)
 
     async def upload(self, tenant_id: str, name: str, content: bytes | Path) -> str:
         """Store a source file for the tenant; returns the path a file source names.

@@ -6,7 +6,7 @@ from typing import Any
 
 from settler_jobs.context import JobContext
 from settler_jobs.retention.targets import retention_run, run_retention
-from settler_jobs.scheduling.system import ScheduledPayload, require_system, run_recorded
+from settler_jobs.scheduling import ScheduledPayload, require_system, run_recorded
 
 
 class RetentionPayload(ScheduledPayload):

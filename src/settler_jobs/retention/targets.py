@@ -32,7 +32,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier, failure_reason
-from settler_jobs.resources import QueueOps
+from settler_jobs.ports import QueueOps
 from settler_jobs.storage.audit_tables import AuditLogRow, ErrorLogRow
 from settler_jobs.storage.email_tables import EmailSendRow
 from settler_jobs.storage.export_tables import ExportRow

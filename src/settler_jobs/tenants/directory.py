@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
 from settler_jobs.addresses import UnsafeEmail, check_address
+from settler_jobs.clock import utc_now
 from settler_jobs.domain import Tier, validate_tenant_id
-from settler_jobs.resources import utc_now
 from settler_jobs.storage.tenant_tables import ApiKeyRow, TenantRow
 
 KEY_PREFIX: Final = "sk_live_"

@@ -12,8 +12,7 @@ from pydantic import Field
 
 from settler_jobs.context import JobContext
 from settler_jobs.errors import PermanentFailure
-from settler_jobs.scheduling.plan import SYSTEM_TENANT
-from settler_jobs.scheduling.system import ScheduledPayload, run_recorded
+from settler_jobs.scheduling import SYSTEM_TENANT, ScheduledPayload, run_recorded
 from settler_jobs.tenants import kpi
 
 

@@ -20,9 +20,9 @@ from typing import Any, Final
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import validate_tenant_id
+from settler_jobs.ports import QueueOps
 from settler_jobs.records import BacklogScan, TenantBacklog
-from settler_jobs.resources import QueueOps
-from settler_jobs.scheduling.plan import SYSTEM_TENANT
+from settler_jobs.scheduling import SYSTEM_TENANT
 from settler_jobs.tenants import stats as ts
 
 MAX_TENANTS_PER_WARM: Final = 10_000

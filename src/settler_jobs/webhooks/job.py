@@ -18,14 +18,16 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from settler_jobs.clock import utc_now
 from settler_jobs.context import JobContext
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.errors import NotFound, PermanentFailure, RetryLater
 from settler_jobs.net_guard import display_url
+from settler_jobs.ports import Submitter
 from settler_jobs.records import Submitted
-from settler_jobs.resources import Resources, Submitter, utc_now
-from settler_jobs.scheduling.system import ScheduledPayload, require_system, run_recorded
-from settler_jobs.tenants.directory import TenantDirectory
+from settler_jobs.resources import Resources
+from settler_jobs.scheduling import ScheduledPayload, require_system, run_recorded
+from settler_jobs.tenants import TenantDirectory
 from settler_jobs.webhooks import store
 from settler_jobs.webhooks.endpoints import get_endpoint
 from settler_jobs.webhooks.outbox import enqueue, flush_outbox, sweep
@@ -104,7 +106,7 @@ async def _email_notice(ctx: JobContext, result: SendResult) -> None:
 
     The notice itself is already recorded; a failure here is logged, never the job's.
     """
-    from settler_jobs.emails.service import Emails
+    from settler_jobs.emails import Emails
 
     res, notice = ctx.resources, result.notification
     if notice is None or result.endpoint_id is None:

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
 from settler_jobs.domain import JobState, Tier, idempotent_job_id
+from settler_jobs.ports import Submitter
 from settler_jobs.records import Submission, Submitted
-from settler_jobs.resources import Submitter
 from settler_jobs.webhooks import store
 from settler_jobs.webhooks.values import Delivery
 

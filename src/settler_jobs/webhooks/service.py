@@ -5,7 +5,7 @@ Every call is scoped to a tenant: another tenant's endpoint or delivery answers
 deliveries first and enqueues their jobs after; if Redis is down then, the deliveries
 wait in the outbox and the workers enqueue them (`webhook_outbox`).
 
-    hooks = Webhooks.from_services(services)
+    hooks = services.webhooks
     endpoint, secret = await hooks.create_endpoint("acme", "https://example.com/hooks")
     await hooks.publish("acme", "invoice.paid", {"invoiceId": "inv_1"})
 """
@@ -16,15 +16,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
+from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
-from settler_jobs.net_guard import GuardPolicy, Resolver
-from settler_jobs.resources import Submitter, outbound_policy, utc_now
+from settler_jobs.net_guard import GuardPolicy, Resolver, outbound_policy
+from settler_jobs.ports import Submitter
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.webhooks import endpoints, store
 from settler_jobs.webhooks.outbox import enqueue
@@ -38,9 +39,6 @@ from settler_jobs.webhooks.values import (
     Notification,
     Unchanged,
 )
-
-if TYPE_CHECKING:
-    from settler_jobs.wiring import Services
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +82,6 @@ class Webhooks:
         self._policy = policy
         self._resolver = resolver
         self._now = now
-
-    @classmethod
-    def from_services(cls, services: Services) -> Webhooks:
-        """The API over a process's open services (see `services.open_services`)."""
-        return cls.from_settings(services.settings, services.sessions, services.queue)
 
     @classmethod
     def from_settings(

@@ -27,6 +27,7 @@ from settler_jobs import envelope, heartbeat
 from settler_jobs.alerts import depth_history
 from settler_jobs.alerts import evaluator as alerts
 from settler_jobs.alerts import probes as alert_probes
+from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.dlq import capture as dead_letters
@@ -38,7 +39,7 @@ from settler_jobs.queue import ActiveJob, AttemptFailed, JobQueue, LaneWorker
 from settler_jobs.queue import where as _where
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
-from settler_jobs.resources import Resources, utc_now
+from settler_jobs.resources import Resources
 from settler_jobs.scheduling import plan as schedules
 from settler_jobs.tenants.stats import TenantStats
 

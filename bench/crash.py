@@ -30,10 +30,10 @@ import redis
 
 import common
 import workload
+from settler_jobs.cli.serve import run
 from settler_jobs.queue import ActiveJob, JobQueue, LaneWorker
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
-from settler_jobs.worker.runner import run
 
 LOCKS = {"lock_duration_ms": 5000, "stalled_interval_ms": 2000, "max_stalled_count": 1}
 

@@ -39,13 +39,13 @@ sys.path.insert(0, str(ROOT))
 from tests.smtp_server import Recorder, smtp_server
 
 import common
+from settler_jobs.cli.serve import run
 from settler_jobs.config import Settings
 from settler_jobs.emails.message import compose, ledger_digest
 from settler_jobs.emails.service import send_email
 from settler_jobs.emails.smtp import SmtpConfig, SmtpProvider
 from settler_jobs.emails.templates import render
 from settler_jobs.wiring import open_services
-from settler_jobs.worker.runner import run
 
 DATA = {"report_name": "Ledger Q3 <final>", "download_url": "https://files.example.com/q3.csv"}
 

@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import common
+from settler_jobs.cli.serve import run
 from settler_jobs.config import Settings
 from settler_jobs.exports.service import Exports
 from settler_jobs.exports.store import ExportStatus
 from settler_jobs.storage.migrate import upgrade
 from settler_jobs.wiring import open_services
-from settler_jobs.worker.runner import run
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 COLUMNS = ("actor", "tenant_id", "action", "target_type", "target_id", "details", "created_at")
@@ -155,7 +155,7 @@ async def one_case(settings: Settings, tenant: str, fmt: str, tmp: Path) -> dict
         )
     try:
         async with open_services(settings) as services:
-            exports = Exports.from_services(services)
+            exports = services.exports
             await _run_export(exports, services, "warmup", fmt)  # imports, connections, font
             rss_before = _status_kb(proc.pid, "VmRSS")
             load = os.getloadavg()[0]

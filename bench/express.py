@@ -21,10 +21,10 @@ from pathlib import Path
 
 import common
 import workload
+from settler_jobs.cli.serve import run
 from settler_jobs.domain import Tier
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
-from settler_jobs.worker.runner import run
 
 
 async def submit_express(queue: JobQueue, count: int, interval: float, base: int) -> list[float]:

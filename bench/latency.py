@@ -21,9 +21,9 @@ import redis
 
 import common
 import workload
+from settler_jobs.cli.serve import run
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
-from settler_jobs.worker.runner import run
 
 
 async def produce(queue: JobQueue, rate: float, seconds: float) -> list[float]:

@@ -27,8 +27,8 @@ import redis.asyncio
 
 import common
 import workload
+from settler_jobs.cli.serve import run
 from settler_jobs.storage.db import create_engine, session_factory
-from settler_jobs.worker.runner import run
 from settler_jobs.worker.runtime import WorkerRuntime
 
 

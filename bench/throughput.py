@@ -24,7 +24,7 @@ import redis
 
 import common
 import workload
-from settler_jobs.worker.runner import run
+from settler_jobs.cli.serve import run
 
 MODES = ("ours", "lane", "bare", "node")
 

@@ -27,6 +27,7 @@ from typing import Any
 import bullmq
 
 from common import settings
+from settler_jobs.cli.serve import run
 from settler_jobs.context import JobContext
 from settler_jobs.domain import Tier
 from settler_jobs.kinds import JobKind, Registry
@@ -34,7 +35,6 @@ from settler_jobs.queue import ActiveJob, LaneWorker
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
-from settler_jobs.worker.runner import run
 from settler_jobs.worker.runtime import WorkerRuntime
 from workload import KIND
 

@@ -8,7 +8,7 @@ and to each of its packages, except the importer's own packages (already importi
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -53,8 +53,7 @@ ENGINES: Final = frozenset({"storage", "queue"})
 """The database and the BullMQ adapter: below every capability, above the kernel."""
 SURFACES: Final = frozenset({"api", "dashboard", "cli", "__main__"})
 COMPOSITION: Final = frozenset({"registry", "wiring"})
-"""Build the kinds and the services from every capability; only surfaces and the worker
-runner import them."""
+"""Build the kinds and the services from every capability; only surfaces import them."""
 ROOT_MODULES: Final = frozenset({"__init__", "migrations"})
 
 
@@ -183,9 +182,8 @@ def _allowed(importer: str, target: str) -> str | None:
     return None
 
 
-def forbidden(graph: Graph, runners: Iterable[str] = ()) -> list[str]:
+def forbidden(graph: Graph) -> list[str]:
     """Every import that breaks a layering rule, as 'importer -> target: rule'."""
-    exempt = set(runners)
     problems = []
     for importer, targets in sorted(graph.edges.items()):
         if layer(importer) not in CORE | KERNEL | ENGINES | CAPABILITIES | SURFACES | COMPOSITION:
@@ -193,8 +191,6 @@ def forbidden(graph: Graph, runners: Iterable[str] = ()) -> list[str]:
                 problems.append(f"{importer}: not in any layer (add it to tests/architecture.py)")
             continue
         for target in sorted(targets):
-            if importer in exempt and layer(target) in COMPOSITION | SURFACES - {"cli"}:
-                continue
             reason = _allowed(importer, target)
             if reason:
                 problems.append(f"{importer} -> {target}: {reason}")

@@ -1,4 +1,4 @@
-"""A worker process for the end-to-end tests: the real `runner.serve`, one test-only kind.
+"""A worker process for the end-to-end tests: the real `cli.serve.serve`, one test-only kind.
 
 Run as `python tests/e2e/slow_worker.py` with the usual settings in the environment
 (REDIS_URL, SETTLER_QUEUE_PREFIX, ...) plus:
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from settler_jobs import logs
+from settler_jobs.cli import serve
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.domain import RetryPolicy
 from settler_jobs.kinds import JobKind, Registry
-from settler_jobs.worker import runner
 
 KIND: Final = "slow-e2e"
 LOG_ENV: Final = "SLOW_WORKER_LOG"
@@ -60,7 +60,7 @@ def build_registry() -> Registry:
 def main() -> int:
     """Serve `slow-e2e` until SIGTERM/SIGINT, exactly as `settler-jobs worker` serves."""
     logs.setup()
-    runner.run(runner.serve(Settings(), None, migrate=True, registry=build_registry()))
+    serve.run(serve.serve(Settings(), None, migrate=True, registry=build_registry()))
     return 0
 
 

@@ -57,10 +57,10 @@ def run_with_services(work: Callable[[Services], Awaitable[T]], *, migrate: bool
 
 
 def call(coro: Coroutine[Any, Any, T]) -> T:
-    from settler_jobs.worker import runner
+    from settler_jobs.cli import serve
 
     try:
-        return runner.run(coro)
+        return serve.run(coro)
     except SettlerError as exc:
         code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
         fail(str(exc), code)

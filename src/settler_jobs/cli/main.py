@@ -73,10 +73,10 @@ def up(
 ) -> None:
     """Start everything on this machine: Redis (embedded unless REDIS_URL), database, workers,
     and the HTTP API."""
-    from settler_jobs.worker import runner
+    from settler_jobs.cli import serve
 
     logs.setup()
-    call(runner.serve(Settings(), _kinds(kinds), migrate=True, api=api))
+    call(serve.serve(Settings(), _kinds(kinds), migrate=True, api=api))
 
 
 @app.command("api")
@@ -93,10 +93,10 @@ def worker(
     kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default all).")] = None,
 ) -> None:
     """Run workers for the given kinds until SIGTERM/SIGINT (then finish in-flight jobs)."""
-    from settler_jobs.worker import runner
+    from settler_jobs.cli import serve
 
     logs.setup()
-    call(runner.serve(Settings(), _kinds(kinds), migrate=False))
+    call(serve.serve(Settings(), _kinds(kinds), migrate=False))
 
 
 @app.command()

@@ -26,7 +26,7 @@ from settler_jobs.registry import default_registry
 from settler_jobs.resources import Resources
 from tests.harness import System, system
 from tests.helpers import eventually
-from tests.integration.test_email_ledger import CrashingProvider
+from tests.integration.emails.test_ledger import CrashingProvider
 from tests.smtp_server import Recorder, SmtpServer, smtp_server
 from tests.webhook_receiver import Reply, WebhookReceiver
 

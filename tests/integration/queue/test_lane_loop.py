@@ -2,7 +2,7 @@
 
 Jobs are added with bullmq's own `Queue` (as any producer would); the loop runs a
 plain processor. Retries, PermanentFailure, the stalled check into the DLQ, queue
-pause and graceful stop through the whole runtime are in test_worker.py.
+pause and graceful stop through the whole runtime are in worker/test_runtime.py.
 """
 
 from __future__ import annotations

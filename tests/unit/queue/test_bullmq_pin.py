@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bullmq.redis_connection import SCRIPT_DEFINITIONS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The scripts lane_loop.py calls, with the key counts its argument builders fill.
 SCRIPTS = {
     "moveToActive": "moveToActive-11.lua",

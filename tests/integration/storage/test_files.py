@@ -163,7 +163,7 @@ def test_a_writer_killed_mid_write_leaves_no_visible_object(
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     try:
         assert proc.stdout is not None

@@ -1,0 +1,12 @@
+"""`JobQueue`: the producer, reader, schedule and control parts over one shared base."""
+
+from __future__ import annotations
+
+from settler_jobs.queue.control import Control
+from settler_jobs.queue.producer import Producer
+from settler_jobs.queue.reads import Reader
+from settler_jobs.queue.schedules import Schedules
+
+
+class JobQueue(Producer, Reader, Schedules, Control):
+    """Producer and reader side of every lane of the registered kinds."""

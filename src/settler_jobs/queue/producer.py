@@ -1,0 +1,202 @@
+"""Submitting jobs: validation, BullMQ job options and ids, bulk adds, idempotent repeats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from settler_jobs import envelope
+from settler_jobs.domain import (
+    JobState,
+    RetryPolicy,
+    bullmq_priority,
+    idempotent_job_id,
+    new_job_id,
+    uses_express_lane,
+    validate_tenant_id,
+)
+from settler_jobs.errors import InvalidJob, NotFound
+from settler_jobs.kinds import JobKind
+from settler_jobs.queue.base import _BULK_CHUNK, QueueBase
+from settler_jobs.records import JobRecord, Submission, Submitted
+from settler_jobs.redis_server import redis_errors
+
+_MAX_DELAY_S: Final = 366 * 86_400
+
+
+def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
+    try:
+        return replace(
+            kind.retry,
+            attempts=sub.attempts if sub.attempts is not None else kind.retry.attempts,
+            base_delay_s=sub.backoff_s if sub.backoff_s is not None else kind.retry.base_delay_s,
+            max_delay_s=max(kind.retry.max_delay_s, sub.backoff_s or 0),
+        )
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+
+
+def _check_overrides(sub: Submission) -> None:
+    if not 0 <= sub.delay_s <= _MAX_DELAY_S:
+        raise InvalidJob(f"delay must be between 0 and {_MAX_DELAY_S} seconds")
+    if sub.timeout_s is not None and not 0 < sub.timeout_s <= 86_400:
+        raise InvalidJob("timeout must be between 0 and 86400 seconds")
+    if not isinstance(sub.data, Mapping):
+        raise InvalidJob("job data must be a JSON object")
+
+
+class Producer(QueueBase):
+    """Submitting jobs: one or many, validated first, idempotent repeats answered."""
+
+    def _prepare(self, sub: Submission, now_ms: int) -> _Prepared:
+        kind = self._registry.get(sub.kind)
+        _check_overrides(sub)
+        try:
+            tenant_id = validate_tenant_id(sub.tenant_id)
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        try:
+            kind.parse_payload(sub.data)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise InvalidJob(f"invalid data for {kind.name}: {exc}") from None
+        priority = sub.priority or kind.priority
+        try:
+            job_id = (
+                idempotent_job_id(tenant_id, kind.name, sub.idempotency_key)
+                if sub.idempotency_key is not None
+                else new_job_id()
+            )
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        data = envelope.build(
+            sub.data,
+            tenant_id=tenant_id,
+            tier=sub.tier,
+            job_id=job_id,
+            priority=priority,
+            timeout_s=sub.timeout_s,
+        )
+        envelope.encoded_size(data, self._settings.max_payload_bytes)
+        queue = kind.express_queue if uses_express_lane(sub.tier) else kind.queue
+        policy = _retry_policy(kind, sub)
+        opts = {
+            "jobId": job_id,
+            "timestamp": now_ms,
+            "priority": bullmq_priority(priority, sub.tier),
+            "attempts": policy.attempts,
+            "backoff": {
+                "type": "exponential",
+                "delay": round(policy.base_delay_s * 1000),
+                "jitter": policy.jitter,
+            },
+            "delay": round(sub.delay_s * 1000),
+            "removeOnComplete": {
+                "age": self._settings.keep_completed_s,
+                "count": self._settings.keep_completed_count,
+            },
+        }
+        return _Prepared(queue, kind.name, data, opts, sub.idempotency_key is not None)
+
+    async def submit(self, sub: Submission) -> Submitted:
+        """Validate and enqueue one job; an idempotent repeat returns the existing job."""
+        return (await self.submit_bulk([sub]))[0]
+
+    async def submit_bulk(self, subs: Sequence[Submission]) -> list[Submitted]:
+        """Validate every submission first, then enqueue them all in one pipeline per lane.
+
+        Only jobs with an idempotency key are read back (to return the stored job).
+        """
+        now_ms = int(time.time() * 1000)
+        prepared = [self._prepare(sub, now_ms) for sub in subs]
+        async with redis_errors():
+            # Random ids cannot exist yet: only idempotent ones are looked up.
+            existing = await self._existing([p.job_id for p in prepared if p.idempotent])
+            fresh: dict[str, list[dict[str, Any]]] = {}
+            first: dict[str, int] = {}
+            for index, p in enumerate(prepared):
+                if p.job_id not in existing and p.job_id not in first:
+                    first[p.job_id] = index
+                    fresh.setdefault(p.queue, []).append(
+                        {"name": p.kind, "data": p.data, "opts": p.opts}
+                    )
+            for queue, jobs in fresh.items():
+                # Bounded transactions: a huge batch must not block Redis or buffer at once.
+                for start in range(0, len(jobs), _BULK_CHUNK):
+                    await self._queue(queue).addBulk(jobs[start : start + _BULK_CHUNK])
+            return [
+                await self._outcome(p, added=first.get(p.job_id) == index)
+                for index, p in enumerate(prepared)
+            ]
+
+    async def _outcome(self, prepared: _Prepared, *, added: bool) -> Submitted:
+        local = _new_record(prepared)
+        if added and not prepared.idempotent:
+            return Submitted(local, True)  # a random id cannot have been taken
+        try:
+            stored = await self._get(prepared.job_id)
+        except NotFound:  # already run and removed: it was ours if we added it
+            return Submitted(local, added)
+        # With an idempotency key a concurrent producer may have won the race: then the
+        # stored job is theirs, not ours.
+        ours = added and stored.created_at_ms == local.created_at_ms
+        return Submitted(stored, ours and stored.payload == local.payload)
+
+    async def _existing(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        queues = self._registry.queues()
+        found: set[str] = set()
+        for start in range(0, len(ids), _BULK_CHUNK):
+            chunk = ids[start : start + _BULK_CHUNK]
+            pipe = self._client.pipeline(transaction=False)
+            for job_id in chunk:
+                for q in queues:
+                    pipe.exists(self._key(q, job_id))
+            flags = await pipe.execute()
+            width = len(queues)
+            found.update(
+                job_id for i, job_id in enumerate(chunk) if any(flags[i * width : (i + 1) * width])
+            )
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A validated submission, as it will be written."""
+
+    queue: str
+    kind: str
+    data: dict[str, Any]
+    opts: dict[str, Any]
+    idempotent: bool
+
+    @property
+    def job_id(self) -> str:
+        return str(self.opts["jobId"])
+
+
+def _new_record(p: _Prepared) -> JobRecord:
+    """The record of a job we just added, built from what we wrote (no read-back)."""
+    env = envelope.parse(p.data)
+    opts = p.opts
+    return JobRecord(
+        id=p.job_id,
+        queue=p.queue,
+        kind=p.kind,
+        state=JobState.DELAYED if opts["delay"] else JobState.WAITING,
+        tenant_id=env.tenant_id,
+        tier=env.tier.value,
+        priority_class=env.priority.value if env.priority else None,
+        bullmq_priority=opts["priority"],
+        payload=env.payload,
+        progress=0,
+        attempts_made=0,
+        max_attempts=opts["attempts"],
+        created_at_ms=opts["timestamp"],
+        processed_at_ms=None,
+        finished_at_ms=None,
+        delay_ms=opts["delay"],
+        result=None,
+        failure_reason=None,
+    )

@@ -155,7 +155,7 @@ async def one_case(settings: Settings, tenant: str, fmt: str, tmp: Path) -> dict
         )
     try:
         async with open_services(settings) as services:
-            exports = Exports.from_services(services)
+            exports = services.exports
             await _run_export(exports, services, "warmup", fmt)  # imports, connections, font
             rss_before = _status_kb(proc.pid, "VmRSS")
             load = os.getloadavg()[0]

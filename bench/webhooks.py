@@ -34,7 +34,6 @@ from tests.webhook_receiver import WebhookReceiver
 import common
 from settler_jobs.config import Settings
 from settler_jobs.secrets_box import SecretBox
-from settler_jobs.webhooks.service import Webhooks
 from settler_jobs.wiring import open_services
 from settler_jobs.worker.runner import run
 
@@ -143,7 +142,7 @@ async def _wait(receiver: WebhookReceiver, n: int, worker: Worker, timeout_s: fl
 
 async def throughput_run(settings: Settings, events: int, tmp: Path) -> dict[str, float]:
     async with open_services(settings, migrate=True) as services, WebhookReceiver() as receiver:
-        hooks = Webhooks.from_services(services)
+        hooks = services.webhooks
         tenant = f"bench-{uuid.uuid4().hex[:8]}"
         _, secret = await hooks.create_endpoint(tenant, receiver.url())
         receiver.secrets.append(secret)
@@ -169,7 +168,7 @@ async def throughput_run(settings: Settings, events: int, tmp: Path) -> dict[str
 
 async def latency_run(settings: Settings, events: int, rate: float, tmp: Path) -> list[float]:
     async with open_services(settings, migrate=True) as services, WebhookReceiver() as receiver:
-        hooks = Webhooks.from_services(services)
+        hooks = services.webhooks
         tenant = f"bench-{uuid.uuid4().hex[:8]}"
         endpoint, secret = await hooks.create_endpoint(tenant, receiver.url())
         receiver.secrets.append(secret)

@@ -1,10 +1,10 @@
 """The built-in alert evaluator: the conditions of deploy/prometheus/settler-jobs.rules.yml,
 checked by the workers themselves, with operator notifications.
 
-Every worker runs `cycle` each `alert_interval_s` (see `WorkerRuntime._alerts_loop`):
-it takes a `Snapshot`, exports it as gauges, and, if it wins the short Redis lease
-(one evaluator per interval across all workers), evaluates the conditions against
-the settings' thresholds (the rules file's defaults) and updates the active alerts.
+Every worker runs `cycle` each `alert_interval_s` (see `worker.background`): it takes
+a `Snapshot`, exports it as gauges, and, if it wins the short Redis lease (one
+evaluator per interval across all workers), evaluates the conditions against the
+settings' thresholds (the rules file's defaults) and updates the active alerts.
 Like a rule's ``for:``, a condition is "pending" until it held `alert_for_s`.
 
 Active alerts live in the hash ``<prefix>:settler:alerts``, one JSON field per alert

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from settler_jobs.exports.datasets import Dataset, Filters
+from settler_jobs.exports.definition import Dataset, Filters
 from settler_jobs.exports.render import ISO_UTC
 from settler_jobs.storage.tables import UTCDateTime
 

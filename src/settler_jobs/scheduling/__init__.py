@@ -7,6 +7,7 @@ handlers of scheduled kinds wrap their work in `run_recorded`.
 from __future__ import annotations
 
 from settler_jobs.scheduling.plan import SYSTEM_TENANT, Schedule, configured, missed_reason
+from settler_jobs.scheduling.plan import register as register_schedules
 from settler_jobs.scheduling.runs import ScheduleRun, last_runs
 from settler_jobs.scheduling.system import ScheduledPayload, require_system, run_recorded
 
@@ -18,6 +19,7 @@ __all__ = [
     "configured",
     "last_runs",
     "missed_reason",
+    "register_schedules",
     "require_system",
     "run_recorded",
 ]

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import random
+import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -111,13 +112,9 @@ class WorkerRuntime:
         """Stop fetching; give in-flight jobs `grace_s` to finish. False if some were cut."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         results = await asyncio.gather(*(lane.close(grace) for lane in self._lanes))
-        for task in self._background:
-            task.cancel()
-        if self._background:
-            # Bounded: a loop cancelled mid-reconnect must not hold the shutdown.
-            _, stuck = await asyncio.wait(self._background, timeout=_STOP_TIMEOUT_S)
-            for task in stuck:
-                log.warning("worker.stop_timeout", extra={"task": _where(task)})
+        stuck = await _cancel_all(self._background, _STOP_TIMEOUT_S)
+        for task in stuck:
+            log.warning("worker.stop_timeout", extra={"task": _where(task)})
         self._background.clear()
         self._lanes.clear()
         with contextlib.suppress(Exception):
@@ -153,3 +150,19 @@ class WorkerRuntime:
             started_at_ms=self._started_ms,
             beat_at_ms=heartbeat.now_ms(),
         )
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], timeout_s: float) -> set[asyncio.Task[None]]:
+    """Cancel `tasks` and wait for them, at most `timeout_s`; the ones still running.
+
+    The cancel is repeated: a library that finishes a timeout scope at the moment the
+    cancel arrives can swallow it (asyncio.wait_for and async_timeout before Python 3.12),
+    and the loop would then run on until the deadline.
+    """
+    pending = set(tasks)
+    deadline = time.monotonic() + timeout_s
+    while pending and (left := deadline - time.monotonic()) > 0:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.25, left))
+    return pending

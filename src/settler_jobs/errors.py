@@ -44,7 +44,7 @@ class InvalidJob(SettlerError):
 
 
 class UnknownJobKind(InvalidJob):
-    """No handler is registered for this job kind; add it to handlers.REGISTRY."""
+    """No handler is registered for this job kind; add it to `default_registry()` in registry.py."""
 
 
 class PayloadTooLarge(InvalidJob):

@@ -1,4 +1,4 @@
-"""Login, logout, the job list and the job detail page with its actions."""
+"""The job list and the job detail page with its actions (login lives in login.py)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from redis.exceptions import NoScriptError
+
 from settler_jobs import envelope
 from settler_jobs.domain import (
     JobState,
@@ -124,11 +126,22 @@ class Producer(QueueBase):
             for queue, jobs in fresh.items():
                 # Bounded transactions: a huge batch must not block Redis or buffer at once.
                 for start in range(0, len(jobs), _BULK_CHUNK):
-                    await self._queue(queue).addBulk(jobs[start : start + _BULK_CHUNK])
+                    await self._add_bulk(queue, jobs[start : start + _BULK_CHUNK])
             return [
                 await self._outcome(p, added=first.get(p.job_id) == index)
                 for index, p in enumerate(prepared)
             ]
+
+    async def _add_bulk(self, queue: str, jobs: list[dict[str, Any]]) -> None:
+        try:
+            await self._queue(queue).addBulk(jobs)
+        except NoScriptError:
+            # A cluster client's MULTI does not load missing scripts (a single server's
+            # does): load bullmq's on every primary and send again. Jobs the first send
+            # did add are not added twice: a job whose id exists is left as it is.
+            for script in self._queue(queue).scripts.commands.values():
+                await self._client.script_load(script.script)
+            await self._queue(queue).addBulk(jobs)
 
     async def _outcome(self, prepared: _Prepared, *, added: bool) -> Submitted:
         local = _new_record(prepared)

@@ -1,0 +1,80 @@
+"""The producer side and the start-up checks on a real three-primary Redis Cluster."""
+
+from __future__ import annotations
+
+import pytest
+from redis.cluster import RedisCluster
+
+from settler_jobs.config import Settings
+from settler_jobs.context import JobContext
+from settler_jobs.domain import JobState, PriorityClass, Tier
+from settler_jobs.errors import NotFound
+from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.queue import JobQueue
+from settler_jobs.records import Submission
+from settler_jobs.redis_server import redis_client
+from tests.redis_cluster import RedisClusterNodes
+
+
+async def _noop(payload: dict[str, str], ctx: JobContext) -> str:
+    return "ok"
+
+
+REGISTRY = Registry([JobKind("cluster-kind", _noop), JobKind("other-kind", _noop)])
+
+
+async def test_submit_get_list_counts_and_cancel_on_the_cluster(
+    cluster_settings: Settings, redis_cluster: RedisClusterNodes
+) -> None:
+    url = cluster_settings.redis_url
+    assert url is not None
+    queue = JobQueue(redis_client(url, cluster_settings), REGISTRY, cluster_settings)
+    try:
+        subs = [
+            Submission("cluster-kind", {"n": str(i)}, "acme", Tier.GROWTH, PriorityClass.HIGH)
+            for i in range(5)
+        ]
+        subs.append(Submission("other-kind", {"n": "x"}, "acme", Tier.ENTERPRISE))
+        subs.append(Submission("other-kind", {"n": "y"}, "globex", Tier.FREE, delay_s=60))
+        done = await queue.submit_bulk(subs)
+        again = await queue.submit(
+            Submission("cluster-kind", {"n": "k"}, "acme", Tier.GROWTH, idempotency_key="k1")
+        )
+        same = await queue.submit(
+            Submission("cluster-kind", {"n": "k"}, "acme", Tier.GROWTH, idempotency_key="k1")
+        )
+        assert same.job.id == again.job.id and not same.created
+
+        first = await queue.get(done[0].job.id, tenant_id="acme")
+        assert (first.kind, first.state, first.payload) == (
+            "cluster-kind",
+            JobState.WAITING,
+            {"n": "0"},
+        )
+        with pytest.raises(NotFound):
+            await queue.get(done[0].job.id, tenant_id="globex")
+        express = await queue.get(done[5].job.id)
+        assert express.queue == "other-kind-express"
+
+        listed = await queue.list_jobs(tenant_id="acme", limit=50)
+        assert {j.id for j in listed} == {s.job.id for s in done[:6]} | {again.job.id}
+        counts = {c.queue: c.counts for c in await queue.counts()}
+        ready = {q: n["waiting"] for q, n in counts.items()}
+        assert [ready[q] for q in ("cluster-kind", "other-kind-express", "other-kind")] == [6, 1, 0]
+        assert counts["other-kind"]["delayed"] == 1
+
+        assert await queue.cancel(done[1].job.id, tenant_id="acme") is JobState.CANCELLED
+        with pytest.raises(NotFound):
+            await queue.get(done[1].job.id)
+    finally:
+        await queue.close()
+
+    # Every key of the deployment sits in the prefix's slot, on the node that serves it.
+    plain = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    try:
+        slot = plain.keyslot(cluster_settings.queue_prefix)
+        keys = list(plain.scan_iter(match=f"{cluster_settings.queue_prefix}:*"))
+        assert len(keys) > 10
+        assert {plain.keyslot(k) for k in keys} == {slot}
+    finally:
+        plain.close()

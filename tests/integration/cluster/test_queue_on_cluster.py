@@ -8,11 +8,11 @@ from redis.cluster import RedisCluster
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, PriorityClass, Tier
-from settler_jobs.errors import NotFound
+from settler_jobs.errors import NotFound, RedisConfigError
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import Submission
-from settler_jobs.redis_server import redis_client
+from settler_jobs.redis_server import preflight, redis_client
 from tests.redis_cluster import RedisClusterNodes
 
 
@@ -78,3 +78,49 @@ async def test_submit_get_list_counts_and_cancel_on_the_cluster(
         assert {plain.keyslot(k) for k in keys} == {slot}
     finally:
         plain.close()
+
+
+async def test_preflight_checks_every_primary(
+    cluster_settings: Settings, redis_cluster: RedisClusterNodes
+) -> None:
+    url = cluster_settings.redis_url
+    assert url is not None
+    client = redis_client(url, cluster_settings)
+    last = redis_cluster.node(redis_cluster.ports[-1])
+    try:
+        version = last.info("server")["redis_version"]
+        assert await preflight(client, allow_eviction=False) == version
+        last.config_set("maxmemory-policy", "allkeys-lru")  # only the last primary may evict
+        with pytest.raises(RedisConfigError, match="allkeys-lru"):
+            await preflight(client, allow_eviction=False)
+        assert await preflight(client, allow_eviction=True) == version
+    finally:
+        last.config_set("maxmemory-policy", "noeviction")
+        last.close()
+        await client.aclose()
+
+
+async def test_bulk_submits_load_scripts_a_primary_has_lost(
+    cluster_settings: Settings, redis_cluster: RedisClusterNodes
+) -> None:
+    url = cluster_settings.redis_url
+    assert url is not None
+    queue = JobQueue(redis_client(url, cluster_settings), REGISTRY, cluster_settings)
+    try:
+        await queue.submit(Submission("cluster-kind", {"n": "a"}, "acme", Tier.FREE))
+        for port in redis_cluster.ports:  # as after a restart or a failover to a cold replica
+            node = redis_cluster.node(port)
+            try:
+                node.script_flush()
+            finally:
+                node.close()
+        subs = [
+            Submission("cluster-kind", {"n": str(i)}, "acme", Tier.FREE, delay_s=i % 2 * 60)
+            for i in range(10)
+        ]
+        done = await queue.submit_bulk(subs)
+        assert all(s.created for s in done)
+        counts = {c.queue: c.counts for c in await queue.counts()}["cluster-kind"]
+        assert (counts["waiting"], counts["delayed"]) == (6, 5)
+    finally:
+        await queue.close()

@@ -10,6 +10,7 @@ until every node says `cluster_state:ok`; `stop()` ends the processes it started
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -50,6 +52,10 @@ def _free_ports(count: int) -> list[int]:
         if port + 10_000 < 65_536 and port not in ports and _free(port + 10_000):
             ports.append(port)
     return ports
+
+
+def _command(client: redis.Redis, *args: str | int) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _until(condition: Callable[[], bool], what: str, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -105,7 +111,7 @@ class RedisClusterNodes:
             )
             self._procs.append(subprocess.Popen([self.server, str(config)]))
         for port in self.ports:
-            _until(lambda p=port: self._pings(p), f"redis-server on port {port}")
+            _until(functools.partial(self._pings, port), f"redis-server on port {port}")
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
         result = subprocess.run(
             [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
@@ -155,7 +161,7 @@ class RedisClusterNodes:
         """The port of the primary serving `slot`."""
         client = self.node(self.ports[0])
         try:
-            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            for start, end, primary, *_ in _command(client, "CLUSTER", "SLOTS"):
                 if int(start) <= slot <= int(end):
                     return int(primary[1])
         finally:
@@ -170,16 +176,16 @@ class RedisClusterNodes:
         source, target = self.node(from_port), self.node(to_port)
         try:
             source_id, target_id = source.cluster("MYID"), target.cluster("MYID")
-            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 500):
-                source.execute_command(
-                    "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "REPLACE", "KEYS", *keys
+            _command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            _command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := _command(source, "CLUSTER", "GETKEYSINSLOT", slot, 500):
+                _command(
+                    source, "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "REPLACE", "KEYS", *keys
                 )
             for port in self.ports:
                 client = self.node(port)
                 try:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+                    _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
                 finally:
                     client.close()
         finally:
@@ -191,7 +197,7 @@ class RedisClusterNodes:
         for node_port in self.ports:
             client = self.node(node_port)
             try:
-                for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                for start, end, primary, *_ in _command(client, "CLUSTER", "SLOTS"):
                     if int(start) <= slot <= int(end) and int(primary[1]) != port:
                         return False
             finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
@@ -70,14 +71,17 @@ async def test_submit_get_list_counts_and_cancel_on_the_cluster(
         await queue.close()
 
     # Every key of the deployment sits in the prefix's slot, on the node that serves it.
+    slot = key_slot(cluster_settings.queue_prefix.encode())
     plain = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    owner = redis_cluster.node(redis_cluster.owner(slot))
     try:
-        slot = plain.keyslot(cluster_settings.queue_prefix)
         keys = list(plain.scan_iter(match=f"{cluster_settings.queue_prefix}:*"))
         assert len(keys) > 10
-        assert {plain.keyslot(k) for k in keys} == {slot}
+        assert {key_slot(k.encode()) for k in keys} == {slot}
+        assert owner.cluster("COUNTKEYSINSLOT", slot) == len(keys)
     finally:
         plain.close()
+        owner.close()
 
 
 async def test_preflight_checks_every_primary(

@@ -4,9 +4,11 @@ when the slot moves to another primary (MOVED), running every job exactly once."
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from typing import Any
 
+import pytest
 from redis.crc import key_slot
 
 from settler_jobs import heartbeat
@@ -24,8 +26,9 @@ from tests.redis_cluster import RedisClusterNodes
 
 
 async def test_the_worker_runtime_runs_jobs_retries_and_heartbeats(
-    cluster_settings: Settings,
+    cluster_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     runs: Counter[str] = Counter()
 
     async def flaky(payload: dict[str, Any], ctx: JobContext) -> str:
@@ -53,6 +56,11 @@ async def test_the_worker_runtime_runs_jobs_retries_and_heartbeats(
         assert runs == Counter({**{i: 1 for i in ids[:-1]}, ids[-1]: 2})
         workers = await heartbeat.live_workers(sys_.queue.client, cluster_settings.queue_prefix)
         assert [w.id for w in workers] == [sys_.runtime.worker_id]
+        await sys_.runtime.stop(5)
+    # Background loops (stats, depth, alerts, DLQ sweep, cancel listener) ran without errors.
+    problems = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == []
+    assert "job.attempt_failed" in caplog.messages  # the log is captured: the check is real
 
 
 async def test_a_lane_follows_its_slot_to_another_primary(

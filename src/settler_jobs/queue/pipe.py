@@ -175,6 +175,27 @@ class PipelinedConnection:
             await self.execute("SCRIPT", "LOAD", script)
             return await self.execute(*command)
 
+    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Run `commands` in one MULTI/EXEC, written back to back; EXEC's replies.
+
+        A command that fails inside the transaction gives a `hiredis.ReplyError` value in
+        its place; a transaction refused as a whole (EXECABORT) raises.
+        """
+        if not self.connected:
+            await self._connect()
+        waiters = [self._send(_pack(("MULTI",)))]
+        waiters += [self._send(_pack(tuple(command))) for command in commands]
+        done = self._send(_pack(("EXEC",)))
+        queued = await asyncio.gather(*waiters, return_exceptions=True)
+        try:
+            replies = await done
+        except ResponseError:
+            failed = next((q for q in queued if isinstance(q, BaseException)), None)
+            if isinstance(failed, RedisError):
+                raise failed from None  # why it was refused: MOVED, NOSCRIPT, ...
+            raise
+        return list(replies)
+
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
         if self._protocol is None:
             raise ConnectionError("Redis connection lost")

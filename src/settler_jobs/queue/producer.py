@@ -7,8 +7,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from redis.exceptions import NoScriptError
-
 from settler_jobs import envelope
 from settler_jobs.domain import (
     JobState,
@@ -133,14 +131,9 @@ class Producer(QueueBase):
             ]
 
     async def _add_bulk(self, queue: str, jobs: list[dict[str, Any]]) -> None:
-        try:
-            await self._queue(queue).addBulk(jobs)
-        except NoScriptError:
-            # A cluster client's MULTI does not load missing scripts (a single server's
-            # does): load bullmq's on every primary and send again. Jobs the first send
-            # did add are not added twice: a job whose id exists is left as it is.
-            for script in self._queue(queue).scripts.commands.values():
-                await self._client.script_load(script.script)
+        if self._cluster_adds is not None:
+            await self._cluster_adds.add(self._queue(queue), jobs)
+        else:
             await self._queue(queue).addBulk(jobs)
 
     async def _outcome(self, prepared: _Prepared, *, added: bool) -> Submitted:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import redis.asyncio.cluster
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -126,5 +129,27 @@ async def test_bulk_submits_load_scripts_a_primary_has_lost(
         assert all(s.created for s in done)
         counts = {c.queue: c.counts for c in await queue.counts()}["cluster-kind"]
         assert (counts["waiting"], counts["delayed"]) == (6, 5)
+    finally:
+        await queue.close()
+
+
+async def test_bulk_adds_are_one_transaction_without_blocking_threads(
+    cluster_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(coro: Any) -> None:
+        coro.close()
+        raise AssertionError("a command ran on redis-py's blocking thread bridge")
+
+    # redis-py's cluster transactions queue each command on a thread, blocking the loop.
+    monkeypatch.setattr(redis.asyncio.cluster, "_run_coroutine_in_thread", refuse)
+    url = cluster_settings.redis_url
+    assert url is not None
+    queue = JobQueue(redis_client(url, cluster_settings), REGISTRY, cluster_settings)
+    try:
+        subs = [Submission("cluster-kind", {"n": str(i)}, "acme", Tier.FREE) for i in range(1500)]
+        done = await queue.submit_bulk(subs)
+        assert len({s.job.id for s in done}) == 1500 and all(s.created for s in done)
+        [lane] = [c for c in await queue.counts() if c.queue == "cluster-kind"]
+        assert lane.counts["waiting"] == 1500
     finally:
         await queue.close()

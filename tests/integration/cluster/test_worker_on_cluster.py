@@ -119,3 +119,44 @@ async def _unused(payload: dict[str, Any], ctx: JobContext) -> None:
 
 async def _value(value: int) -> int:
     return value
+
+
+async def test_failed_jobs_retry_and_schedules_pause_browse_on_the_cluster(
+    cluster_settings: Settings,
+) -> None:
+    attempts: Counter[str] = Counter()
+
+    async def fails_first(payload: dict[str, Any], ctx: JobContext) -> str:
+        attempts[ctx.job_id] += 1
+        if attempts[ctx.job_id] == 1:
+            raise RuntimeError("first run fails")
+        return "second run"
+
+    kind = JobKind("retried", fails_first, retry=RetryPolicy(attempts=1))
+    async with system(cluster_settings, Registry([kind])) as sys_:
+        queue = sys_.queue
+        job = (await queue.submit(Submission("retried", {}, "acme", Tier.FREE))).job
+
+        async def state() -> JobRecord:
+            return await queue.get(job.id)
+
+        await eventually(state, lambda j: j.state is JobState.FAILED)
+        await queue.retry(job.id, tenant_id="acme")
+        done = await eventually(state, lambda j: j.state is JobState.COMPLETED)
+        assert done.result == "second run" and attempts[job.id] == 2
+
+        page = await queue.browse(kind="retried", tenant_id="acme")
+        assert [r.id for r in page.jobs] == [job.id]
+
+        info = await queue.upsert_schedule("retried", "hourly", data={}, pattern="0 * * * *")
+        assert [s.id for s in await queue.list_schedules()] == [info.id]
+        assert await queue.remove_schedule("retried", info.id)
+        assert await queue.list_schedules() == []
+
+        await queue.pause("retried")
+        paused = (await queue.submit(Submission("retried", {}, "acme", Tier.FREE))).job
+        assert (await queue.get(paused.id)).state is JobState.WAITING
+        await queue.resume("retried")
+        await eventually(
+            lambda: queue.get(paused.id), lambda j: j.state in (JobState.FAILED, JobState.COMPLETED)
+        )

@@ -1,8 +1,10 @@
-"""A real Redis Cluster for tests: three primaries on free loopback ports, no replicas.
+"""A real Redis Cluster for tests: three primaries on free loopback ports (and optionally
+a replica each).
 
-`RedisClusterNodes.start()` runs three `redis-server --cluster-enabled yes` processes in a
+`RedisClusterNodes.start()` runs `redis-server --cluster-enabled yes` processes in a
 folder, joins them with `redis-cli --cluster create` and waits (polling with a deadline)
-until every node says `cluster_state:ok`; `stop()` ends the processes it started.
+until every node says `cluster_state:ok`; `stop()` ends the processes it started and
+`kill(port)` one of them (SIGKILL), for failover tests.
 `migrate_slot` moves one slot, keys included, to another primary, as `redis-cli
 --cluster reshard` does, so tests can watch clients follow MOVED.
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 import redis
 
-NODES = 3
+PRIMARIES = 3
 START_TIMEOUT_S = 20.0
 _POLL_S = 0.05
 
@@ -73,8 +75,9 @@ class RedisClusterNodes:
     directory: Path
     server: str
     cli: str
+    replicas: int = 0
     ports: list[int] = field(default_factory=list)
-    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -86,7 +89,7 @@ class RedisClusterNodes:
         return redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
 
     def start(self) -> None:
-        self.ports = _free_ports(NODES)
+        self.ports = _free_ports(PRIMARIES * (1 + self.replicas))
         for port in self.ports:
             folder = self.directory / str(port)
             folder.mkdir(parents=True)
@@ -103,18 +106,20 @@ class RedisClusterNodes:
                         'save ""',
                         "appendonly no",
                         "maxmemory-policy noeviction",
+                        "repl-diskless-sync-delay 0",
                         f'logfile "{folder / "redis.log"}"',
                         "",
                     ]
                 ),
                 encoding="utf-8",
             )
-            self._procs.append(subprocess.Popen([self.server, str(config)]))
+            self._procs[port] = subprocess.Popen([self.server, str(config)])
         for port in self.ports:
             _until(functools.partial(self._pings, port), f"redis-server on port {port}")
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
+        create = [self.cli, "--cluster", "create", *nodes, "--cluster-yes"]
         result = subprocess.run(
-            [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            [*create, "--cluster-replicas", str(self.replicas)],
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S,
@@ -139,17 +144,50 @@ class RedisClusterNodes:
             client = self.node(port)
             try:
                 info = client.cluster("INFO")
+                replication = client.info("replication")
             finally:
                 client.close()
             known = int(info.get("cluster_known_nodes", 0))
-            if info.get("cluster_state") != "ok" or known != NODES:
+            if info.get("cluster_state") != "ok" or known != len(self.ports):
+                return False
+            synced = replication.get("master_link_status", "up") == "up"
+            if not synced:  # a replica that has not synced could not take over
                 return False
         return True
 
+    def kill(self, port: int) -> None:
+        """Kill the node on `port` (SIGKILL) and forget it as a live node."""
+        proc = self._procs.pop(port)
+        proc.kill()
+        proc.wait(timeout=10)
+        self.ports.remove(port)
+
+    def wait_for_owner_other_than(self, slot: int, port: int, timeout_s: float) -> int:
+        """Wait until a live primary other than `port` serves `slot`; its port."""
+
+        def moved() -> bool:
+            try:
+                return self.owner(slot) != port and self._state_ok()
+            except (redis.RedisError, LookupError):
+                return False
+
+        _until(moved, f"a failover of slot {slot} away from {port}", timeout_s)
+        return self.owner(slot)
+
+    def _state_ok(self) -> bool:
+        for port in self.ports:
+            client = self.node(port)
+            try:
+                if client.cluster("INFO").get("cluster_state") != "ok":
+                    return False
+            finally:
+                client.close()
+        return True
+
     def stop(self) -> None:
-        for proc in self._procs:
+        for proc in self._procs.values():
             proc.terminate()
-        for proc in self._procs:
+        for proc in self._procs.values():
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -205,12 +243,12 @@ class RedisClusterNodes:
         return True
 
 
-def start_cluster(directory: Path) -> RedisClusterNodes:
+def start_cluster(directory: Path, *, replicas: int = 0) -> RedisClusterNodes:
     """Start a three-primary cluster in `directory` (binaries must exist)."""
     found = binaries()
     if found is None:
         raise FileNotFoundError("redis-server / redis-cli not found on PATH")
-    nodes = RedisClusterNodes(directory, *found)
+    nodes = RedisClusterNodes(directory, *found, replicas=replicas)
     try:
         nodes.start()
     except BaseException:

@@ -19,14 +19,19 @@ from settler_jobs.config import Settings
 from tests.redis_cluster import RedisClusterNodes, binaries, start_cluster
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
-    """A three-primary Redis Cluster on free loopback ports, stopped after the session."""
+def require_binaries() -> None:
+    """Skip (fail under CI) when the cluster cannot be started here."""
     if binaries() is None:
         reason = "redis-server and redis-cli are needed to start a Redis Cluster"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (required under CI)")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A three-primary Redis Cluster on free loopback ports, stopped after the session."""
+    require_binaries()
     nodes = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
     try:
         yield nodes

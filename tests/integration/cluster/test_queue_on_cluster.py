@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from redis.crc import key_slot
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, PriorityClass, Tier
-from settler_jobs.errors import NotFound, RedisConfigError
+from settler_jobs.errors import NotFound, QueueUnavailable, RedisConfigError
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import Submission
@@ -151,5 +153,25 @@ async def test_bulk_adds_are_one_transaction_without_blocking_threads(
         assert len({s.job.id for s in done}) == 1500 and all(s.created for s in done)
         [lane] = [c for c in await queue.counts() if c.queue == "cluster-kind"]
         assert lane.counts["waiting"] == 1500
+    finally:
+        await queue.close()
+
+
+async def test_an_unreachable_cluster_is_queue_unavailable_fast(tmp_path: Path) -> None:
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1",  # nothing listens on port 1
+        redis_cluster=True,
+        queue_prefix="{unreachable}",
+        data_dir=tmp_path,
+    )
+    assert settings.redis_url is not None
+    queue = JobQueue(redis_client(settings.redis_url, settings), REGISTRY, settings)
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueueUnavailable, match="nothing was changed"):
+            await queue.submit(Submission("cluster-kind", {}, "acme", Tier.FREE))
+        with pytest.raises(QueueUnavailable):
+            await queue.get("job-1")
+        assert time.monotonic() - started < 10
     finally:
         await queue.close()

@@ -66,6 +66,8 @@ def cluster_node(binary: str | None) -> Iterator[str]:
         port = common._free_port()
         cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         cmd += ["--appendonly", "no", "--cluster-enabled", "yes", "--dir", tmp]
+        # The bus port defaults to port + 10000, which may be taken or past 65535.
+        cmd += ["--cluster-port", str(common._free_port())]
         proc = subprocess.Popen([*cmd, "--daemonize", "no"], stdout=subprocess.DEVNULL)
         url = f"redis://127.0.0.1:{port}"
         client = redis.Redis.from_url(url, decode_responses=True)

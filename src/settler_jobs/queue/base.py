@@ -15,7 +15,9 @@ from settler_jobs.config import Settings
 from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.kinds import Registry
+from settler_jobs.queue.cluster_bulk import ClusterBulkAdder
 from settler_jobs.records import JobRecord
+from settler_jobs.redis_cluster import is_cluster
 
 _LOOKUP_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_.-")
 _BULK_CHUNK: Final = 1000
@@ -31,9 +33,15 @@ class QueueBase:
         self._registry = registry
         self._settings = settings
         self._queues: dict[str, bullmq.Queue] = {}
+        # On a cluster, bulk adds bypass the client's thread-per-command transactions.
+        self._cluster_adds = (
+            ClusterBulkAdder(client, settings.queue_prefix) if is_cluster(client) else None
+        )
 
     async def close(self) -> None:
         """Close the Redis client this queue was given."""
+        if self._cluster_adds is not None:
+            await self._cluster_adds.close()
         await self._client.aclose()
 
     @property

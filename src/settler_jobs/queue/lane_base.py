@@ -19,7 +19,9 @@ from bullmq.lock_manager import LockManager
 from bullmq.redis_connection import RedisConnection
 from redis.asyncio import Redis
 
+from settler_jobs.queue.cluster_route import slot_locator
 from settler_jobs.queue.pipe import Address, Arg, PipelinedConnection
+from settler_jobs.redis_cluster import is_cluster
 
 # The whole lane loop logs as its main module, lane_loop.py.
 log = logging.getLogger("settler_jobs.queue.lane_loop")
@@ -95,10 +97,17 @@ class LaneBase:
         self._o = options
         self._backend = RedisBackend(queue, RedisConnection(client), None, prefix, False)
         self._name = self._backend.clientName(f":w:{options.name}" if options.name else "")
-        address = Address.of(client)
-        self.pipe = PipelinedConnection(address, name=self._name)
-        self.blocking = PipelinedConnection(address, name=self._name)
         scripts = self._backend.scripts
+        cluster = is_cluster(client)  # then both sockets go to the primary of the lane's slot
+        address = Address() if cluster else Address.of(client)
+        self.pipe, self.blocking = (
+            PipelinedConnection(
+                address,
+                name=self._name,
+                locate=slot_locator(client, scripts.keys[""]) if cluster else None,
+            )
+            for _ in range(2)
+        )
         scripts.commands = {n: _PipeScript(self.pipe, s) for n, s in scripts.commands.items()}
         self._scripts = scripts
         self._keys = scripts.keys

@@ -9,9 +9,12 @@ uses one of these for its scripts and one more for its blocking marker wait.
 
 A dropped socket fails every command in flight with `redis.ConnectionError`, and so
 do replies saying a command was not run (LOADING, BUSY, READONLY, ...); the next
-command reconnects. Nothing is re-sent automatically: whether a script ran is unknown
-to the caller, who must resend it knowing that (bullmq's scripts answer a repeat with
-an error code instead of acting twice).
+command reconnects. On a Redis Cluster the connection goes to the primary of one slot
+(a `locate` callable says which, again on every reconnect): MOVED, ASK and CLUSTERDOWN
+are "not run" replies, and MOVED or READONLY drop the socket so the next command
+reconnects to the slot's current owner. Nothing is re-sent automatically: whether a
+script ran is unknown to the caller, who must resend it knowing that (bullmq's scripts
+answer a repeat with an error code instead of acting twice).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import contextlib
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +35,7 @@ from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -56,9 +60,13 @@ class Address:
     def of(cls, client: Redis) -> Address:
         """The address a redis-py asyncio client connects to."""
         pool = client.connection_pool
-        kw = pool.connection_kwargs
+        return cls.from_kwargs(pool.connection_kwargs, pool.connection_class)
+
+    @classmethod
+    def from_kwargs(cls, kw: dict[str, Any], connection_class: type[Any]) -> Address:
+        """The address of redis-py connection settings (a pool's, or a cluster node's)."""
         tls = None
-        if issubclass(pool.connection_class, SSLConnection):
+        if issubclass(connection_class, SSLConnection):
             tls = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
             if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
                 tls.check_hostname = False
@@ -96,7 +104,7 @@ class _Protocol(asyncio.Protocol):
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
                 waiter.set_exception(_error(message))
-                if message.startswith("READONLY"):  # a replica now: reconnect to the primary
+                if message.startswith(_RECONNECT):  # the slot's primary is elsewhere now
                     asyncio.get_running_loop().call_soon(self._pipe.drop)
             else:
                 waiter.set_result(reply)
@@ -112,7 +120,12 @@ def _pack(args: Sequence[Arg]) -> bytes:
 
 
 # Replies saying the command was not run and may be sent again (after a reconnect).
-_NOT_RUN: Final = frozenset({"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN"})
+_NOT_RUN: Final = frozenset(
+    {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN"}
+)
+# Replies after which this socket is the wrong one: a replica, or not the slot's owner.
+_RECONNECT: Final = ("READONLY", "MOVED")
+Locate = Callable[[], Awaitable[Address]]
 
 
 def _error(message: str) -> RedisError:
@@ -128,9 +141,12 @@ def _error(message: str) -> RedisError:
 class PipelinedConnection:
     """Commands from any number of coroutines share one socket; replies come back in order."""
 
-    def __init__(self, address: Address, *, name: str | None = None) -> None:
+    def __init__(
+        self, address: Address, *, name: str | None = None, locate: Locate | None = None
+    ) -> None:
         self.address = address
         self.name = name
+        self._locate = locate
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._buffer: list[bytes] = []
@@ -158,6 +174,27 @@ class PipelinedConnection:
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
             return await self.execute(*command)
+
+    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Run `commands` in one MULTI/EXEC, written back to back; EXEC's replies.
+
+        A command that fails inside the transaction gives a `hiredis.ReplyError` value in
+        its place; a transaction refused as a whole (EXECABORT) raises.
+        """
+        if not self.connected:
+            await self._connect()
+        waiters = [self._send(_pack(("MULTI",)))]
+        waiters += [self._send(_pack(tuple(command))) for command in commands]
+        done = self._send(_pack(("EXEC",)))
+        queued = await asyncio.gather(*waiters, return_exceptions=True)
+        try:
+            replies = await done
+        except ResponseError:
+            failed = next((q for q in queued if isinstance(q, BaseException)), None)
+            if isinstance(failed, RedisError):
+                raise failed from None  # why it was refused: MOVED, NOSCRIPT, ...
+            raise
+        return list(replies)
 
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
         if self._protocol is None:
@@ -195,15 +232,17 @@ class PipelinedConnection:
                 self._connecting = None
 
     async def _open(self) -> None:
-        a = self.address
         loop = asyncio.get_running_loop()
         try:
+            if self._locate is not None:
+                self.address = await self._locate()
+            a = self.address
             if a.path:
                 opening = loop.create_unix_connection(lambda: _Protocol(self), a.path)
             else:
                 opening = loop.create_connection(lambda: _Protocol(self), a.host, a.port, ssl=a.tls)
             transport, protocol = await asyncio.wait_for(opening, a.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RedisError, RedisClusterException) as exc:
             raise ConnectionError(f"cannot connect to Redis: {exc}") from exc
         sock = transport.get_extra_info("socket")
         if sock is not None and not a.path:

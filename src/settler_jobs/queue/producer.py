@@ -124,11 +124,17 @@ class Producer(QueueBase):
             for queue, jobs in fresh.items():
                 # Bounded transactions: a huge batch must not block Redis or buffer at once.
                 for start in range(0, len(jobs), _BULK_CHUNK):
-                    await self._queue(queue).addBulk(jobs[start : start + _BULK_CHUNK])
+                    await self._add_bulk(queue, jobs[start : start + _BULK_CHUNK])
             return [
                 await self._outcome(p, added=first.get(p.job_id) == index)
                 for index, p in enumerate(prepared)
             ]
+
+    async def _add_bulk(self, queue: str, jobs: list[dict[str, Any]]) -> None:
+        if self._cluster_adds is not None:
+            await self._cluster_adds.add(self._queue(queue), jobs)
+        else:
+            await self._queue(queue).addBulk(jobs)
 
     async def _outcome(self, prepared: _Prepared, *, added: bool) -> Submitted:
         local = _new_record(prepared)

@@ -67,3 +67,25 @@ async def test_a_dropped_socket_fails_commands_in_flight_and_the_next_reconnects
     assert await pipe.execute("PING") == "PONG"
     assert pipe.connects == 2
     assert await pipe.execute("CLIENT", "GETNAME") == pipe.name
+
+
+async def test_a_transaction_runs_whole_with_concurrent_commands_around_it(
+    pipe: PipelinedConnection, settings: Settings
+) -> None:
+    key, other = f"{settings.queue_prefix}:tx", f"{settings.queue_prefix}:other"
+    commands = [("RPUSH", key, str(i)) for i in range(50)] + [("LRANGE", key, 0, 1)]
+    replies = await asyncio.gather(
+        pipe.execute("SET", other, "a"),
+        pipe.transaction(commands),
+        pipe.transaction([("INCR", other), ("GET", other)]),  # a string: INCR fails inside
+    )
+    assert replies[0] == "OK"
+    assert replies[1] == [*range(1, 51), ["0", "1"]]
+    failed, value = replies[2]
+    assert str(failed).startswith("ERR value is not an integer") and value == "a"
+
+
+async def test_a_refused_transaction_raises_the_reason(pipe: PipelinedConnection) -> None:
+    with pytest.raises(ResponseError, match="unknown command"):
+        await pipe.transaction([("PING",), ("NOSUCHCOMMAND",)])
+    assert await pipe.execute("PING") == "PONG"  # the connection is still in order

@@ -54,8 +54,7 @@ class Attempts:
         self._inflight: dict[tuple[str, str], Deadline] = {}
         self._deadlines = Deadlines()
         self._cancel_requested: set[tuple[str, str]] = set()
-        self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._wait_children: dict[tuple[str, str, str], Any] = {}
+        self._tally = metrics.tally
         self._threads = ThreadPoolExecutor(threads, "settler-handler")
 
     @property
@@ -107,9 +106,7 @@ class Attempts:
             raise self._failed(kind, active, exc, tier, started, tenant) from exc
         elapsed = time.monotonic() - started
         self._account(kind, active, "completed", elapsed, tenant)
-        completions, duration = self._completed_metrics(active.queue, kind.name, tier)
-        completions.inc()
-        duration.observe(elapsed)
+        self._tally.completed((active.queue, kind.name, tier), elapsed)
         return result
 
     async def on_dead(self, job: JobRecord) -> None:
@@ -119,18 +116,6 @@ class Attempts:
                 self.metrics.dead_letters.labels(job.queue, job.kind).inc()
         except Exception:
             log.exception("dlq.record_failed", extra={"job_id": job.id})
-
-    def _completed_metrics(self, queue: str, kind: str, tier: str) -> tuple[Any, Any]:
-        """The completion counter and duration histogram of these labels (cached)."""
-        key = (queue, kind, tier)
-        found = self._metric_children.get(key)
-        if found is None:
-            found = (
-                self.metrics.job_completions.labels(queue, kind, tier),
-                self.metrics.job_duration.labels(queue, kind, tier, "completed"),
-            )
-            self._metric_children[key] = found
-        return found
 
     async def _execute(
         self, kind: JobKind, payload: Any, ctx: JobContext, active: ActiveJob, timeout: float
@@ -236,11 +221,7 @@ class Attempts:
 
     def _observe_wait(self, kind: JobKind, active: ActiveJob, tier: str) -> None:
         waited = max(0.0, (active.processed_at_ms - active.created_at_ms) / 1000)
-        key = (active.queue, kind.name, tier)
-        child = self._wait_children.get(key)
-        if child is None:
-            child = self._wait_children[key] = self.metrics.job_wait.labels(*key)
-        child.observe(waited)
+        self._tally.waited((active.queue, kind.name, tier), waited)
 
 
 def _with_base_delay(kind: JobKind, delay_ms: int) -> RetryPolicy:

@@ -151,26 +151,78 @@ class TenantStats:
         return bool(self._seen)
 
     async def flush(self, client: Redis) -> None:
-        """Write the buffer in one pipeline; on a Redis error that buffer is dropped."""
+        """Write the buffer in one script call; on a Redis error that buffer is dropped.
+
+        The script (`_FLUSH_LUA`) runs the commands a pipeline would: HINCRBY and EXPIRE
+        per stats hash, LPUSH, LTRIM and EXPIRE per recent list, ZADD GT of the tenants;
+        as one call the client packs its arguments at once instead of per command.
+        """
         if not self._seen:
             return
         counts, recent, seen = self._counts, self._recent, self._seen
         self._counts, self._recent, self._seen = {}, {}, {}
-        pipe = client.pipeline(transaction=False)
-        keys: set[str] = set()
+        fields: dict[str, list[Any]] = {}
         for (tenant, bucket, name), value in counts.items():
             key = stats_key(self._prefix, tenant, bucket)
-            pipe.hincrby(key, name, value)
-            keys.add(key)
-        for key in keys:
-            pipe.expire(key, STATS_TTL_S)
+            found = fields.get(key)
+            if found is None:
+                found = fields[key] = []
+            found += (name, value)
+        keys: list[str] = [tenants_key(self._prefix), *fields]
+        args: list[Any] = [STATS_TTL_S, self._cap - 1, len(fields), len(recent)]
+        for pairs in fields.values():
+            args.append(len(pairs) // 2)
+            args += pairs
         for tenant, summaries in recent.items():
-            key = recent_key(self._prefix, tenant)
-            pipe.lpush(key, *(_summary_json(item) for item in summaries))
-            pipe.ltrim(key, 0, self._cap - 1)
-            pipe.expire(key, STATS_TTL_S)
-        pipe.zadd(tenants_key(self._prefix), seen, gt=True)
+            keys.append(recent_key(self._prefix, tenant))
+            args.append(len(summaries))
+            args += (_summary_json(item) for item in summaries)
+        args.append(len(seen))
+        for tenant, at_ms in seen.items():
+            args += (at_ms, tenant)
         try:
-            await pipe.execute()
+            await client.register_script(_FLUSH_LUA)(keys, args)
         except Exception as exc:
             log.warning("stats.flush_failed", extra={"error": str(exc), "tenants": len(seen)})
+
+
+_FLUSH_LUA: Final = """
+local ttl, trim, hashes, lists = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5
+local function each_chunk(n, step)
+  -- unpack() is bounded by the Lua stack: pass long argument lists in chunks.
+  local first = a
+  a = a + n * step
+  local chunks = {}
+  for i = first, a - 1, 960 do
+    chunks[#chunks + 1] = {i, math.min(i + 959, a - 1)}
+  end
+  return chunks
+end
+for h = 1, hashes do
+  local key = KEYS[1 + h]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for i = a, a + 2 * n - 1, 2 do
+    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+  end
+  a = a + 2 * n
+  redis.call('EXPIRE', key, ttl)
+end
+for l = 1, lists do
+  local key = KEYS[1 + hashes + l]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for _, c in ipairs(each_chunk(n, 1)) do
+    redis.call('LPUSH', key, unpack(ARGV, c[1], c[2]))
+  end
+  redis.call('LTRIM', key, 0, trim)
+  redis.call('EXPIRE', key, ttl)
+end
+local n = tonumber(ARGV[a])
+a = a + 1
+for _, c in ipairs(each_chunk(n, 2)) do
+  redis.call('ZADD', KEYS[1], 'GT', unpack(ARGV, c[1], c[2]))
+end
+return 0
+"""

@@ -150,13 +150,13 @@ class Attempts:
         return TimeoutError(f"attempt timed out after {timeout:g}s")
 
     def _call(self, kind: JobKind, payload: Any, ctx: JobContext) -> Awaitable[Any]:
+        if kind.execution is Execution.ASYNC:
+            result: Awaitable[Any] = kind.handler(payload, ctx)
+            return result
         loop = asyncio.get_running_loop()
         if kind.execution is Execution.THREAD:
             return loop.run_in_executor(self._threads, kind.handler, payload, ctx)
-        if kind.execution is Execution.PROCESS:
-            return loop.run_in_executor(self.resources.process_pool, kind.handler, payload)
-        result: Awaitable[Any] = kind.handler(payload, ctx)
-        return result
+        return loop.run_in_executor(self.resources.process_pool, kind.handler, payload)
 
     def _failed(
         self,

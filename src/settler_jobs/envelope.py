@@ -75,14 +75,31 @@ def encoded_size(data: Mapping[str, Any], limit: int) -> int:
 
 def parse(data: Any) -> Envelope:
     """Read a job's data as stored; PermanentFailure if it cannot be run safely."""
+    return Envelope(*read(data))
+
+
+Parts = tuple[str, Tier, "str | None", "PriorityClass | None", "float | None", dict[str, Any]]
+"""`Envelope`'s fields in order: what `read` returns."""
+
+
+def read(data: Any) -> Parts:
+    """`parse` without building the `Envelope` (the worker's per-job path): the same
+    checks and errors, with exact tenant ids, tiers and priorities found by lookup."""
     if not isinstance(data, dict):
         raise PermanentFailure("job data must be a JSON object")
     try:
-        tenant_id = validate_tenant_id(data.get("tenantId"))  # type: ignore[arg-type]
+        tenant_id = data.get("tenantId")
+        if not (isinstance(tenant_id, str) and tenant_id in _valid_tenants):
+            tenant_id = _remember(validate_tenant_id(tenant_id))  # type: ignore[arg-type]
         raw_tier = data.get("tenantTier")
         tier = _TIERS.get(raw_tier) if isinstance(raw_tier, str) else None
         tier = tier or Tier.parse(str(raw_tier or ""))
-        priority = _optional(data.get("priorityClass"), PriorityClass.parse)
+        raw_priority = data.get("priorityClass")
+        priority = None
+        if raw_priority is not None:
+            if isinstance(raw_priority, str):
+                priority = _PRIORITIES.get(raw_priority)
+            priority = priority or PriorityClass.parse(str(raw_priority))
     except ValueError as exc:
         raise PermanentFailure(f"job data envelope is invalid: {exc}") from None
     job_id = data.get("jobId")
@@ -91,13 +108,13 @@ def parse(data: Any) -> Envelope:
         isinstance(timeout_ms, int) and 0 < timeout_ms <= _MAX_TIMEOUT_MS
     ):
         raise PermanentFailure(f"timeoutMs must be an integer in 1..{_MAX_TIMEOUT_MS}")
-    return Envelope(
-        tenant_id=tenant_id,
-        tier=tier,
-        job_id=str(job_id) if job_id is not None else None,
-        priority=priority,
-        timeout_s=timeout_ms / 1000 if timeout_ms else None,
-        payload={k: v for k, v in data.items() if k not in RESERVED_KEYS},
+    return (
+        tenant_id,
+        tier,
+        str(job_id) if job_id is not None else None,
+        priority,
+        timeout_ms / 1000 if timeout_ms else None,
+        {k: v for k, v in data.items() if k not in RESERVED_KEYS},
     )
 
 
@@ -111,7 +128,15 @@ def tenant_of(data: Any) -> str | None:
 
 _TIERS: Final = {t.value: t for t in Tier}
 """Exact tier names: the fast path of a per-job parse (other spellings go to Tier.parse)."""
+_PRIORITIES: Final = {p.value: p for p in PriorityClass}
+"""Exact priority names, likewise (other spellings go to PriorityClass.parse)."""
+_VALID_TENANTS_MAX: Final = 10_000
+_valid_tenants: set[str] = set()
+"""Tenant ids that passed `validate_tenant_id` (a set: a hit is a plain string)."""
 
 
-def _optional(value: Any, parser: Any) -> Any:
-    return None if value is None else parser(str(value))
+def _remember(tenant_id: str) -> str:
+    if len(_valid_tenants) >= _VALID_TENANTS_MAX:
+        _valid_tenants.clear()
+    _valid_tenants.add(tenant_id)
+    return tenant_id

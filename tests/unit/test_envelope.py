@@ -94,3 +94,38 @@ def test_data_a_node_consumer_could_not_read_is_invalid(value: object) -> None:
         value = nested
     with pytest.raises(InvalidJob, match="JSON"):
         envelope.encoded_size({"v": value}, 10_000_000)
+
+
+def test_read_fast_paths_keep_the_rules_and_messages() -> None:
+    # A tenant id is validated the first time and remembered; an invalid one never is.
+    for _ in range(2):
+        with pytest.raises(PermanentFailure, match="envelope is invalid: invalid tenant id 'a:b'"):
+            envelope.read({"tenantId": "a:b", "tenantTier": "free"})
+        with pytest.raises(PermanentFailure, match="envelope is invalid: invalid tenant id"):
+            envelope.read({"tenantId": ["t1"], "tenantTier": "free"})
+        tenant, tier, job_id, priority, timeout_s, payload = envelope.read(
+            {"tenantId": "t1", "tenantTier": "free", "priorityClass": "low", "x": 1}
+        )
+        assert (tenant, tier, job_id, priority, timeout_s) == (
+            "t1",
+            Tier.FREE,
+            None,
+            PriorityClass.LOW,
+            None,
+        )
+        assert payload == {"x": 1}
+    with pytest.raises(PermanentFailure, match="unknown priority 'urgent'"):
+        envelope.read({"tenantId": "t1", "tenantTier": "free", "priorityClass": "urgent"})
+    with pytest.raises(PermanentFailure, match="unknown priority '\\[1\\]'"):
+        envelope.read({"tenantId": "t1", "tenantTier": "free", "priorityClass": [1]})
+    with pytest.raises(PermanentFailure, match="unknown tier"):
+        envelope.read({"tenantId": "t1", "tenantTier": {"a": 1}})
+    with pytest.raises(PermanentFailure, match="timeoutMs must be an integer"):
+        envelope.read({"tenantId": "t1", "tenantTier": "free", "timeoutMs": 1.5})
+
+
+def test_parse_is_read_as_an_envelope() -> None:
+    data = _build({"x": 1})
+    assert tuple(getattr(envelope.parse(data), f) for f in envelope.Envelope.__slots__) == (
+        envelope.read(data)
+    )

@@ -16,10 +16,10 @@ not billing.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _quote
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -43,19 +43,28 @@ _Summary = tuple[str, str, str, int, int, int, str | None]
 
 
 def _summary_json(item: _Summary) -> str:
+    """The summary as `json.dumps` of {id, kind, outcome, attempt, durationMs, finishedAt[,
+    error]} writes it, assembled directly (flushes write up to `recent_cap` per tenant)."""
     job_id, kind, outcome, attempt, duration_ms, at_ms, error = item
-    finished = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")
-    summary: dict[str, Any] = {
-        "id": job_id,
-        "kind": kind,
-        "outcome": outcome,
-        "attempt": attempt,
-        "durationMs": duration_ms,
-        "finishedAt": finished,
-    }
+    text = (
+        f'{{"id": {_quote(job_id)}, "kind": {_quote(kind)}, "outcome": {_quote(outcome)}, '
+        f'"attempt": {int(attempt)}, "durationMs": {int(duration_ms)}, '
+        f'"finishedAt": "{_iso_ms(at_ms)}"'
+    )
     if error:
-        summary["error"] = error[:_MAX_ERROR]
-    return json.dumps(summary)
+        return f'{text}, "error": {_quote(error[:_MAX_ERROR])}}}'
+    return text + "}"
+
+
+def _iso_ms(at_ms: int) -> str:
+    """`datetime.isoformat(timespec="milliseconds")` of an epoch-ms time in UTC."""
+    second, ms = divmod(at_ms, 1000)
+    if _last_second[0] != second:
+        _last_second[:] = [second, datetime.fromtimestamp(second, UTC).isoformat()[:19]]
+    return f"{_last_second[1]}.{ms:03d}+00:00"
+
+
+_last_second: list[Any] = [None, ""]
 
 
 def stats_key(prefix: str, tenant: str, bucket: str) -> str:
@@ -80,6 +89,7 @@ class TenantStats:
         self._recent: dict[str, deque[_Summary]] = {}
         self._seen: dict[str, int] = {}
         self._hour: tuple[int, str] = (-1, "")
+        self._names: dict[tuple[str, str, int], tuple[str, str]] = {}
 
     def record(
         self,
@@ -99,21 +109,37 @@ class TenantStats:
         newest `recent_cap` jobs of each tenant.
         """
         at_ms = int(at.timestamp() * 1000)
-        bucket = self._bucket(at_ms // 3_600_000, at)
+        self.add(tenant, kind, outcome, job_id, attempt, duration_ms, at_ms, error)
+
+    def add(
+        self,
+        tenant: str,
+        kind: str,
+        outcome: str,
+        job_id: str,
+        attempt: int,
+        duration_ms: int,
+        at_ms: int,
+        error: str | None = None,
+    ) -> None:
+        """`record` with the time in epoch milliseconds (the worker's per-job path)."""
+        hour = at_ms // 3_600_000
+        if self._hour[0] != hour:
+            self._hour = (hour, hour_bucket(datetime.fromtimestamp(hour * 3600, UTC)))
+        bucket = self._hour[1]
         slot = (at_ms // 60_000) % 60 // SLOT_MINUTES
-        for name in (f"{outcome}:{kind}", f"{outcome}@{slot}"):
+        names = self._names.get((outcome, kind, slot))
+        if names is None:
+            names = self._names[(outcome, kind, slot)] = (f"{outcome}:{kind}", f"{outcome}@{slot}")
+        counts = self._counts
+        for name in names:
             key = (tenant, bucket, name)
-            self._counts[key] = self._counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + 1
         recent = self._recent.get(tenant)
         if recent is None:
             recent = self._recent[tenant] = deque(maxlen=self._cap)
         recent.append((job_id, kind, outcome, attempt, duration_ms, at_ms, error))
         self._seen[tenant] = at_ms
-
-    def _bucket(self, hour: int, at: datetime) -> str:
-        if self._hour[0] != hour:
-            self._hour = (hour, hour_bucket(at))
-        return self._hour[1]
 
     def recent_json(self, tenant: str) -> list[str]:
         """The buffered recent jobs of `tenant` as the JSON documents flushed to Redis."""
@@ -125,26 +151,78 @@ class TenantStats:
         return bool(self._seen)
 
     async def flush(self, client: Redis) -> None:
-        """Write the buffer in one pipeline; on a Redis error that buffer is dropped."""
+        """Write the buffer in one script call; on a Redis error that buffer is dropped.
+
+        The script (`_FLUSH_LUA`) runs the commands a pipeline would: HINCRBY and EXPIRE
+        per stats hash, LPUSH, LTRIM and EXPIRE per recent list, ZADD GT of the tenants;
+        as one call the client packs its arguments at once instead of per command.
+        """
         if not self._seen:
             return
         counts, recent, seen = self._counts, self._recent, self._seen
         self._counts, self._recent, self._seen = {}, {}, {}
-        pipe = client.pipeline(transaction=False)
-        keys: set[str] = set()
+        fields: dict[str, list[Any]] = {}
         for (tenant, bucket, name), value in counts.items():
             key = stats_key(self._prefix, tenant, bucket)
-            pipe.hincrby(key, name, value)
-            keys.add(key)
-        for key in keys:
-            pipe.expire(key, STATS_TTL_S)
+            found = fields.get(key)
+            if found is None:
+                found = fields[key] = []
+            found += (name, value)
+        keys: list[str] = [tenants_key(self._prefix), *fields]
+        args: list[Any] = [STATS_TTL_S, self._cap - 1, len(fields), len(recent)]
+        for pairs in fields.values():
+            args.append(len(pairs) // 2)
+            args += pairs
         for tenant, summaries in recent.items():
-            key = recent_key(self._prefix, tenant)
-            pipe.lpush(key, *(_summary_json(item) for item in summaries))
-            pipe.ltrim(key, 0, self._cap - 1)
-            pipe.expire(key, STATS_TTL_S)
-        pipe.zadd(tenants_key(self._prefix), seen, gt=True)
+            keys.append(recent_key(self._prefix, tenant))
+            args.append(len(summaries))
+            args += (_summary_json(item) for item in summaries)
+        args.append(len(seen))
+        for tenant, at_ms in seen.items():
+            args += (at_ms, tenant)
         try:
-            await pipe.execute()
+            await client.register_script(_FLUSH_LUA)(keys, args)
         except Exception as exc:
             log.warning("stats.flush_failed", extra={"error": str(exc), "tenants": len(seen)})
+
+
+_FLUSH_LUA: Final = """
+local ttl, trim, hashes, lists = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5
+local function each_chunk(n, step)
+  -- unpack() is bounded by the Lua stack: pass long argument lists in chunks.
+  local first = a
+  a = a + n * step
+  local chunks = {}
+  for i = first, a - 1, 960 do
+    chunks[#chunks + 1] = {i, math.min(i + 959, a - 1)}
+  end
+  return chunks
+end
+for h = 1, hashes do
+  local key = KEYS[1 + h]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for i = a, a + 2 * n - 1, 2 do
+    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+  end
+  a = a + 2 * n
+  redis.call('EXPIRE', key, ttl)
+end
+for l = 1, lists do
+  local key = KEYS[1 + hashes + l]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for _, c in ipairs(each_chunk(n, 1)) do
+    redis.call('LPUSH', key, unpack(ARGV, c[1], c[2]))
+  end
+  redis.call('LTRIM', key, 0, trim)
+  redis.call('EXPIRE', key, ttl)
+end
+local n = tonumber(ARGV[a])
+a = a + 1
+for _, c in ipairs(each_chunk(n, 2)) do
+  redis.call('ZADD', KEYS[1], 'GT', unpack(ARGV, c[1], c[2]))
+end
+return 0
+"""

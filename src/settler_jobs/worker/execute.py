@@ -19,8 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import envelope
-from settler_jobs.clock import utc_now
-from settler_jobs.context import JobContext
+from settler_jobs.context import JobContext, new_context
 from settler_jobs.dlq import record_dead_letter
 from settler_jobs.domain import RetryPolicy, failure_reason, retry_after_s
 from settler_jobs.errors import JobCancelled, PermanentFailure
@@ -30,6 +29,7 @@ from settler_jobs.queue import ActiveJob, AttemptFailed
 from settler_jobs.records import JobRecord
 from settler_jobs.resources import Resources
 from settler_jobs.tenants import TenantStats
+from settler_jobs.worker.deadlines import Deadline, Deadlines
 
 log = logging.getLogger("settler_jobs.worker.runtime")  # the runtime's log lines, as before
 
@@ -51,10 +51,10 @@ class Attempts:
         self._sessions = sessions
         self._stats = stats
         self._rng = rng
-        self._inflight: dict[tuple[str, str], asyncio.Timeout] = {}
+        self._inflight: dict[tuple[str, str], Deadline] = {}
+        self._deadlines = Deadlines()
         self._cancel_requested: set[tuple[str, str]] = set()
-        self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._wait_children: dict[tuple[str, str, str], Any] = {}
+        self._tally = metrics.tally
         self._threads = ThreadPoolExecutor(threads, "settler-handler")
 
     @property
@@ -68,44 +68,45 @@ class Attempts:
 
     def cancel(self, queue: str, job_id: str) -> None:
         """Cut the running attempt of this job short (no-op if it is not running here)."""
-        scope = self._inflight.get((queue, job_id))
-        if scope is not None and not scope.expired():
+        deadline = self._inflight.get((queue, job_id))
+        if deadline is not None and not (deadline.expired or deadline.done):
             self._cancel_requested.add((queue, job_id))
-            scope.reschedule(asyncio.get_running_loop().time())
+            self._deadlines.expire(deadline)
 
     async def run(self, kind: JobKind, active: ActiveJob) -> Any:
         """Run one attempt of `active`; raise `AttemptFailed` with the retry delay if it fails."""
         started = time.monotonic()
         tier = "unknown"
+        tenant = None
         try:
-            env = envelope.parse(active.data)
-            tier = env.tier.value
-            self._observe_wait(kind, active, tier)
-            try:
-                payload = kind.parse_payload(env.payload)
-            except ValueError as exc:
-                raise PermanentFailure(f"invalid data for {kind.name}: {exc}") from exc
-            ctx = JobContext(
-                job_id=active.id,
-                kind=kind.name,
-                queue=active.queue,
-                tenant_id=env.tenant_id,
-                tier=env.tier,
-                priority=env.priority or kind.priority,
-                attempt=active.attempts_made + 1,
-                max_attempts=active.max_attempts,
-                log=logging.LoggerAdapter(log, {"job_id": active.id, "kind": kind.name}),
-                resources=self.resources,
-                report_progress=active.report_progress,
+            tenant, tier_, _, priority, timeout, payload = envelope.read(active.data)
+            tier = tier_.value
+            if active.attempts_made == 0:
+                self._observe_wait(kind, active, tier)
+            if kind.payload_model is not None:
+                try:
+                    payload = kind.parse_payload(payload)
+                except ValueError as exc:
+                    raise PermanentFailure(f"invalid data for {kind.name}: {exc}") from exc
+            ctx = new_context(
+                active.id,
+                kind.name,
+                active.queue,
+                tenant,
+                tier_,
+                priority or kind.priority,
+                active.attempts_made + 1,
+                active.max_attempts,
+                logging.LoggerAdapter(log, {"job_id": active.id, "kind": kind.name}),
+                self.resources,
+                active.report_progress,
             )
-            timeout = env.timeout_s or kind.timeout_s
-            result = await self._execute(kind, payload, ctx, active, timeout)
+            result = await self._execute(kind, payload, ctx, active, timeout or kind.timeout_s)
         except Exception as exc:
-            raise self._failed(kind, active, exc, tier, started) from exc
-        self._account(kind, active, "completed", started)
-        completions, duration = self._completed_metrics(active.queue, kind.name, tier)
-        completions.inc()
-        duration.observe(time.monotonic() - started)
+            raise self._failed(kind, active, exc, tier, started, tenant) from exc
+        elapsed = time.monotonic() - started
+        self._account(kind, active, "completed", elapsed, tenant)
+        self._tally.completed((active.queue, kind.name, tier), elapsed)
         return result
 
     async def on_dead(self, job: JobRecord) -> None:
@@ -116,50 +117,55 @@ class Attempts:
         except Exception:
             log.exception("dlq.record_failed", extra={"job_id": job.id})
 
-    def _completed_metrics(self, queue: str, kind: str, tier: str) -> tuple[Any, Any]:
-        """The completion counter and duration histogram of these labels (cached)."""
-        key = (queue, kind, tier)
-        found = self._metric_children.get(key)
-        if found is None:
-            found = (
-                self.metrics.job_completions.labels(queue, kind, tier),
-                self.metrics.job_duration.labels(queue, kind, tier, "completed"),
-            )
-            self._metric_children[key] = found
-        return found
-
     async def _execute(
         self, kind: JobKind, payload: Any, ctx: JobContext, active: ActiveJob, timeout: float
     ) -> Any:
-        # The handler runs in the lane slot's own task under a timeout scope: no task per
-        # job. A cancel request moves the scope's deadline to now (see `cancel`).
+        # The handler runs in the lane slot's own task, under a deadline that cancels
+        # the task when it passes (worker/deadlines.py): no task or timer per job. A
+        # cancel request expires the deadline at once (see `cancel`).
         key = (active.queue, active.id)
-        scope = asyncio.timeout(timeout)
-        self._inflight[key] = scope
+        deadlines = self._deadlines
+        deadline = deadlines.start(timeout)
+        self._inflight[key] = deadline
         try:
-            async with scope:
-                return await self._call(kind, payload, ctx)
+            return await self._call(kind, payload, ctx)
+        except asyncio.CancelledError:
+            if not deadlines.finish(deadline):
+                raise  # not (only) our deadline: a lane interrupt or shutdown
+            raise self._expired(key, timeout) from None
         except TimeoutError:
-            if not scope.expired():
+            deadlines.finish(deadline)
+            if not deadline.expired:
                 raise  # the handler's own TimeoutError, not this attempt's deadline
-            if key in self._cancel_requested:
-                raise JobCancelled("cancelled on request while running") from None
-            raise TimeoutError(f"attempt timed out after {timeout:g}s") from None
+            raise self._expired(key, timeout) from None
         finally:
+            deadlines.finish(deadline)
             self._inflight.pop(key, None)
-            self._cancel_requested.discard(key)
+            if self._cancel_requested:
+                self._cancel_requested.discard(key)
+
+    def _expired(self, key: tuple[str, str], timeout: float) -> Exception:
+        if key in self._cancel_requested:
+            return JobCancelled("cancelled on request while running")
+        return TimeoutError(f"attempt timed out after {timeout:g}s")
 
     def _call(self, kind: JobKind, payload: Any, ctx: JobContext) -> Awaitable[Any]:
+        if kind.execution is Execution.ASYNC:
+            result: Awaitable[Any] = kind.handler(payload, ctx)
+            return result
         loop = asyncio.get_running_loop()
         if kind.execution is Execution.THREAD:
             return loop.run_in_executor(self._threads, kind.handler, payload, ctx)
-        if kind.execution is Execution.PROCESS:
-            return loop.run_in_executor(self.resources.process_pool, kind.handler, payload)
-        result: Awaitable[Any] = kind.handler(payload, ctx)
-        return result
+        return loop.run_in_executor(self.resources.process_pool, kind.handler, payload)
 
     def _failed(
-        self, kind: JobKind, active: ActiveJob, exc: Exception, tier: str, started: float
+        self,
+        kind: JobKind,
+        active: ActiveJob,
+        exc: Exception,
+        tier: str,
+        started: float,
+        tenant: str | None,
     ) -> AttemptFailed:
         attempt = active.attempts_made + 1
         policy = kind.retry
@@ -171,10 +177,11 @@ class Attempts:
             if isinstance(exc, JobCancelled)
             else ("dead" if delay is None else "retried")
         )
-        self._account(kind, active, outcome, started, failure_reason(exc))
+        elapsed = time.monotonic() - started
+        self._account(kind, active, outcome, elapsed, tenant, failure_reason(exc))
         labels = (active.queue, kind.name, tier)
         self.metrics.job_failures.labels(*labels, outcome).inc()
-        self.metrics.job_duration.labels(*labels, "failed").observe(time.monotonic() - started)
+        self.metrics.job_duration.labels(*labels, "failed").observe(elapsed)
         log.info(
             "job.attempt_failed",
             extra={"job_id": active.id, "kind": kind.name, "attempt": attempt, "outcome": outcome},
@@ -182,33 +189,39 @@ class Attempts:
         return AttemptFailed(failure_reason(exc), delay)
 
     def _account(
-        self, kind: JobKind, active: ActiveJob, outcome: str, started: float, error: str = ""
+        self,
+        kind: JobKind,
+        active: ActiveJob,
+        outcome: str,
+        elapsed: float,
+        tenant: str | None,
+        error: str = "",
     ) -> None:
-        """Per-tenant accounting (memory only; written by the stats loop); never fails a job."""
+        """Per-tenant accounting (memory only; written by the stats loop); never fails a job.
+
+        `tenant` is the envelope's; None if the envelope was refused (then the stored
+        tenant id is used as it is, if it is a string).
+        """
         try:
-            tenant = envelope.tenant_of(active.data)
+            if tenant is None:
+                tenant = envelope.tenant_of(active.data)
             if tenant is not None:
-                self._stats.record(
+                self._stats.add(
                     tenant,
                     kind.name,
                     "failed" if outcome == "dead" else outcome,
-                    job_id=active.id,
-                    attempt=active.attempts_made + 1,
-                    duration_ms=round((time.monotonic() - started) * 1000),
-                    at=utc_now(),
-                    error=error,
+                    active.id,
+                    active.attempts_made + 1,
+                    round(elapsed * 1000),
+                    int(time.time() * 1000),
+                    error,
                 )
         except Exception:
             log.exception("stats.record_failed", extra={"job_id": active.id})
 
     def _observe_wait(self, kind: JobKind, active: ActiveJob, tier: str) -> None:
-        if active.attempts_made == 0:
-            waited = max(0.0, (active.processed_at_ms - active.created_at_ms) / 1000)
-            key = (active.queue, kind.name, tier)
-            child = self._wait_children.get(key)
-            if child is None:
-                child = self._wait_children[key] = self.metrics.job_wait.labels(*key)
-            child.observe(waited)
+        waited = max(0.0, (active.processed_at_ms - active.created_at_ms) / 1000)
+        self._tally.waited((active.queue, kind.name, tier), waited)
 
 
 def _with_base_delay(kind: JobKind, delay_ms: int) -> RetryPolicy:

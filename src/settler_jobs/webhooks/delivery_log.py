@@ -5,6 +5,7 @@ record attempts, and count each outcome towards its endpoint's health.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
@@ -82,19 +83,73 @@ def begin_attempt_on(
     returned unchanged. NotFound if the delivery is gone (its endpoint was deleted).
     Two statements: the joined rows (the delivery locked), then the update.
     """
+    rows = _joined_rows(conn, [delivery_id])
+    if delivery_id not in rows:
+        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+    return _begin_row(conn, rows[delivery_id], now=now, generation=generation)
+
+
+@dataclass(frozen=True)
+class BeginRequest:
+    """One `begin_attempt_on` call, for `begin_attempts_on`."""
+
+    delivery_id: str
+    now: datetime
+    generation: int | None = None
+
+
+def begin_attempts_on(
+    conn: Connection, requests: Sequence[BeginRequest]
+) -> list[Started | Exception]:
+    """`begin_attempt_on` for each request in one transaction (a group commit).
+
+    The deliveries are read (and on PostgreSQL locked, in id order) with one statement;
+    NotFound or InvalidState come back as that request's result, nothing written for it.
+    A delivery asked for twice is read again for the second request.
+    """
+    rows = _joined_rows(conn, sorted({r.delivery_id for r in requests}))
+    results: list[Started | Exception] = []
+    used: set[str] = set()
+    for request in requests:
+        try:
+            if request.delivery_id in used:
+                started = begin_attempt_on(
+                    conn, request.delivery_id, now=request.now, generation=request.generation
+                )
+            elif request.delivery_id not in rows:
+                raise errors.NotFound(f"no webhook delivery {request.delivery_id!r}")
+            else:
+                used.add(request.delivery_id)
+                row = rows[request.delivery_id]
+                started = _begin_row(conn, row, now=request.now, generation=request.generation)
+        except (errors.NotFound, errors.InvalidState) as exc:
+            results.append(exc)
+        else:
+            results.append(started)
+    return results
+
+
+def _joined_rows(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, Any]:
+    """Delivery, endpoint and event of each id, by delivery id (deliveries locked on PG)."""
     joined = (
         select(*_prefixed("d_", _DT), *_prefixed("e_", _ET), *_prefixed("v_", _VT))
         .join_from(_DT, _ET, _ET.c.id == _DT.c.endpoint_id)
         .join(_VT, _VT.c.id == _DT.c.event_id)
-        .where(_DT.c.id == delivery_id)
+        .order_by(_DT.c.id)
     )
+    if len(delivery_ids) == 1:
+        joined = joined.where(_DT.c.id == delivery_ids[0])
+    else:
+        joined = joined.where(_DT.c.id.in_(delivery_ids))
     # Core statements, synchronous: the hot path runs as one unit per transaction (see
     # storage.db.Transactions), not one event-loop hop per statement.
     if conn.dialect.name == "postgresql":
         joined = joined.with_for_update(of=_DT)
-    row = conn.execute(joined).one_or_none()
-    if row is None:
-        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+    return {row.d_id: row for row in conn.execute(joined)}
+
+
+def _begin_row(conn: Connection, row: Any, *, now: datetime, generation: int | None) -> Started:
+    delivery_id = row.d_id
     event = _value(Event, row, "v_", payload=copy.deepcopy(row.v_payload))
     types = row.e_event_types
     endpoint = _value(Endpoint, row, "e_", event_types=None if types is None else tuple(types))
@@ -196,6 +251,44 @@ def record_attempt_on(
     if not (kind == "succeeded" and endpoint is not None and _healthy(endpoint, now)):
         _record_health(conn, row.endpoint_id, kind, now)
     return to_value(Delivery, row, status=DeliveryStatus(row.status))
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    """One `record_attempt_on` call (its keywords), for `record_attempts_on`."""
+
+    delivery_id: str
+    attempt_no: int
+    started_at: datetime
+    status_code: int | None
+    latency_ms: int
+    error_class: str | None
+    response_excerpt: str
+    next_retry_at: datetime | None
+    outcome: str
+    now: datetime
+    endpoint: Endpoint | None = None
+
+
+def record_attempts_on(
+    conn: Connection, requests: Sequence[RecordRequest]
+) -> list[Delivery | Exception]:
+    """`record_attempt_on` for each request in one transaction (a group commit).
+
+    In delivery id order (the lock order of `begin_attempts_on`); a NotFound (the
+    delivery was deleted) comes back as that request's result, nothing written for it.
+    """
+    results: dict[int, Delivery | Exception] = {}
+    order = sorted(range(len(requests)), key=lambda i: requests[i].delivery_id)
+    for i in order:
+        request = requests[i]
+        fields = {name: getattr(request, name) for name in RecordRequest.__dataclass_fields__}
+        del fields["delivery_id"]
+        try:
+            results[i] = record_attempt_on(conn, request.delivery_id, **fields)
+        except errors.NotFound as exc:
+            results[i] = exc
+    return [results[i] for i in range(len(requests))]
 
 
 def _settled(kind: str, retry_at: datetime) -> tuple[str, datetime | None]:

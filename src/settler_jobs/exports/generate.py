@@ -2,7 +2,8 @@
 
 The database is read in batches on the event loop (async driver; on PostgreSQL one COPY,
 `copy_rows`); rendering and file writes run in a thread, so the loop keeps renewing the
-job's lock. The file is published only when complete; a failed or retried attempt leaves the previous state.
+job's lock. The file is published only when complete; a failed or retried attempt leaves
+the previous state.
 """
 
 from __future__ import annotations

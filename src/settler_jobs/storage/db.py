@@ -82,7 +82,8 @@ class Transactions:
     """Runs a synchronous function on a connection inside one transaction.
 
     For hot paths made of a few short statements. On SQLite the whole function runs in
-    one dedicated thread on a synchronous connection: one hand-off per transaction
+    one dedicated thread on a synchronous connection, in a ``BEGIN IMMEDIATE``
+    transaction (it holds the write lock throughout): one hand-off per transaction
     instead of several per statement (aiosqlite's cost dwarfs SQLite's). Elsewhere it
     runs through the async engine (`AsyncConnection.run_sync`), each statement awaiting
     the server as usual. Close with `aclose`.
@@ -126,6 +127,10 @@ class Transactions:
 
 def _in_transaction(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     with engine.begin() as conn:
+        # The write lock from the start (waiting up to the busy timeout): what `fn` reads
+        # cannot change before it writes, and a read-then-write transaction never fails
+        # with SQLITE_BUSY on upgrading its lock (the busy handler does not retry that).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
         return fn(conn, *args, **kwargs)
 
 

@@ -89,46 +89,6 @@ def begin_attempt_on(
     return _begin_row(conn, rows[delivery_id], now=now, generation=generation)
 
 
-@dataclass(frozen=True)
-class BeginRequest:
-    """One `begin_attempt_on` call, for `begin_attempts_on`."""
-
-    delivery_id: str
-    now: datetime
-    generation: int | None = None
-
-
-def begin_attempts_on(
-    conn: Connection, requests: Sequence[BeginRequest]
-) -> list[Started | Exception]:
-    """`begin_attempt_on` for each request in one transaction (a group commit).
-
-    The deliveries are read (and on PostgreSQL locked, in id order) with one statement;
-    NotFound or InvalidState come back as that request's result, nothing written for it.
-    A delivery asked for twice is read again for the second request.
-    """
-    rows = _joined_rows(conn, sorted({r.delivery_id for r in requests}))
-    results: list[Started | Exception] = []
-    used: set[str] = set()
-    for request in requests:
-        try:
-            if request.delivery_id in used:
-                started = begin_attempt_on(
-                    conn, request.delivery_id, now=request.now, generation=request.generation
-                )
-            elif request.delivery_id not in rows:
-                raise errors.NotFound(f"no webhook delivery {request.delivery_id!r}")
-            else:
-                used.add(request.delivery_id)
-                row = rows[request.delivery_id]
-                started = _begin_row(conn, row, now=request.now, generation=request.generation)
-        except (errors.NotFound, errors.InvalidState) as exc:
-            results.append(exc)
-        else:
-            results.append(started)
-    return results
-
-
 def _joined_rows(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, Any]:
     """Delivery, endpoint and event of each id, by delivery id (deliveries locked on PG)."""
     joined = (
@@ -148,7 +108,10 @@ def _joined_rows(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, Any
     return {row.d_id: row for row in conn.execute(joined)}
 
 
-def _begin_row(conn: Connection, row: Any, *, now: datetime, generation: int | None) -> Started:
+def _begin_row(
+    conn: Connection, row: Any, *, now: datetime, generation: int | None, write: bool = True
+) -> Started:
+    """The attempt `row` (joined) begins; `write=False`: the caller writes the change."""
     delivery_id = row.d_id
     event = _value(Event, row, "v_", payload=copy.deepcopy(row.v_payload))
     types = row.e_event_types
@@ -162,8 +125,10 @@ def _begin_row(conn: Connection, row: Any, *, now: datetime, generation: int | N
             changes = {"status": DeliveryStatus.FAILED.value, "last_error": reason}
         changes |= {"next_attempt_at": None, "updated_at": now}
         still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
-        moved = conn.execute(update(_DT).where(_DT.c.id == delivery_id, *still).values(changes))
-        if moved.rowcount != 1:  # another process changed it since our read: send nothing
+        moved = write and conn.execute(
+            update(_DT).where(_DT.c.id == delivery_id, *still).values(changes)
+        )
+        if moved and moved.rowcount != 1:  # another process changed it since our read: send nothing
             raise errors.InvalidState(f"webhook delivery {delivery_id!r} changed while starting")
     delivery = _value(
         Delivery, row, "d_", status=DeliveryStatus(changes.get("status", row.d_status))
@@ -251,44 +216,6 @@ def record_attempt_on(
     if not (kind == "succeeded" and endpoint is not None and _healthy(endpoint, now)):
         _record_health(conn, row.endpoint_id, kind, now)
     return to_value(Delivery, row, status=DeliveryStatus(row.status))
-
-
-@dataclass(frozen=True)
-class RecordRequest:
-    """One `record_attempt_on` call (its keywords), for `record_attempts_on`."""
-
-    delivery_id: str
-    attempt_no: int
-    started_at: datetime
-    status_code: int | None
-    latency_ms: int
-    error_class: str | None
-    response_excerpt: str
-    next_retry_at: datetime | None
-    outcome: str
-    now: datetime
-    endpoint: Endpoint | None = None
-
-
-def record_attempts_on(
-    conn: Connection, requests: Sequence[RecordRequest]
-) -> list[Delivery | Exception]:
-    """`record_attempt_on` for each request in one transaction (a group commit).
-
-    In delivery id order (the lock order of `begin_attempts_on`); a NotFound (the
-    delivery was deleted) comes back as that request's result, nothing written for it.
-    """
-    results: dict[int, Delivery | Exception] = {}
-    order = sorted(range(len(requests)), key=lambda i: requests[i].delivery_id)
-    for i in order:
-        request = requests[i]
-        fields = {name: getattr(request, name) for name in RecordRequest.__dataclass_fields__}
-        del fields["delivery_id"]
-        try:
-            results[i] = record_attempt_on(conn, request.delivery_id, **fields)
-        except errors.NotFound as exc:
-            results[i] = exc
-    return [results[i] for i in range(len(requests))]
 
 
 def _settled(kind: str, retry_at: datetime) -> tuple[str, datetime | None]:

@@ -31,13 +31,13 @@ from settler_jobs.domain import RetryPolicy
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
 from settler_jobs.webhooks.attempt import AttemptResult, Outcome, attempt, next_delay_s
-from settler_jobs.webhooks.delivery_log import (
+from settler_jobs.webhooks.endpoints import disable_if_unhealthy, open_secrets
+from settler_jobs.webhooks.log_batches import (
     BeginRequest,
     RecordRequest,
     begin_attempts_on,
     record_attempts_on,
 )
-from settler_jobs.webhooks.endpoints import disable_if_unhealthy, open_secrets
 from settler_jobs.webhooks.signing import DEFAULT_USER_AGENT, json_body, sign_headers
 from settler_jobs.webhooks.values import Delivery, DeliveryStatus, Endpoint, Event, Notification
 

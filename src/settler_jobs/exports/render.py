@@ -21,8 +21,9 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
@@ -88,15 +89,52 @@ def csv_cell(value: Any) -> Any:
 
 
 def _csv_row(row: Sequence[Any]) -> list[Any]:
-    # The hot loop of a CSV export: safe text, ints and NULLs pass without a call.
-    return [
-        v
-        if v is None
+    # Safe text, ints and NULLs pass without a call.
+    return [_csv_value(v) for v in row]
+
+
+def _csv_value(v: Any) -> Any:
+    if (
+        v is None
         or (cls := v.__class__) is int
         or (cls is str and (not v or v[0] not in _SUSPECT) and len(v) <= MAX_CELL_CHARS)
-        else csv_cell(v)
-        for v in row
-    ]
+    ):
+        return v
+    return csv_cell(v)
+
+
+_NUMBERS_AND_NULLS: Final = frozenset({int, type(None)})
+_SUSPECT_START: Final = re.compile("\n[" + re.escape("".join(sorted(_SUSPECT))) + "]")
+
+
+def _csv_rows(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
+    """`_csv_row` of every row, worked out a column at a time.
+
+    The hot loop of a CSV export. A column of ints and NULLs passes as it is, and so does
+    one of text (and NULLs) whose cells are all short and none starts with a suspect
+    character: that takes a few calls per column (one joined string, one search), not
+    one per cell. Other columns go through `_csv_value` cell by cell.
+    """
+    widths = set(map(len, rows))
+    if len(widths) != 1:
+        return map(_csv_row, rows)
+    columns: list[Sequence[Any]] = []
+    for i in range(widths.pop()):
+        column = list(map(itemgetter(i), rows))
+        types = set(map(type, column))
+        if types <= _NUMBERS_AND_NULLS:
+            columns.append(column)
+            continue
+        if types <= {str, type(None)}:
+            texts = list(filter(None, column))  # empty text passes like NULL
+            if not texts or (
+                max(map(len, texts)) <= MAX_CELL_CHARS
+                and _SUSPECT_START.search("\n" + "\n".join(texts)) is None
+            ):
+                columns.append(column)
+                continue
+        columns.append(list(map(_csv_value, column)))
+    return zip(*columns, strict=True)
 
 
 class Renderer(Protocol):
@@ -128,7 +166,7 @@ class CsvRenderer:
         self._flush()
 
     def write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
-        self._writer.writerows(map(_csv_row, rows))
+        self._writer.writerows(_csv_rows(rows))
         self._flush()
 
     def finish(self) -> None:

@@ -68,7 +68,7 @@ async def test_concurrent_items_share_one_transaction_and_keep_their_own_results
     first = asyncio.ensure_future(group.submit("d"))
     await asyncio.sleep(0)  # the first transaction has started
     later = await asyncio.gather(group.submit("e"), group.submit("f"))
-    assert await first == "D" and later == ["E", "F"]
+    assert await first == "D" and list(later) == ["E", "F"]
     assert BATCHES[1:] == [["d"], ["e", "f"]]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -69,7 +69,7 @@ async def copy_rows(
     filters: Filters,
     until: datetime,
     batch_rows: int,
-) -> AsyncIterator[list[list[Any]]]:
+) -> AsyncGenerator[list[list[Any]], None]:
     """The rows `rows.stream_rows` yields (same values, same order), in batches of about
     `batch_rows`. Only where `copy_supported` says so."""
     columns = [display(col) for _, col in dataset.columns]
@@ -98,8 +98,14 @@ async def copy_rows(
                 await driver.copy_from_query(compiled.string, *args, output=take, format="text")
                 for batch in parser.finish():
                     await queue.put(batch)
-            finally:
-                await queue.put(None)
+            except BaseException:
+                # Failed or cancelled: the rows no longer matter, and the reader (if any is
+                # left) must not wait for more, so the end mark goes in without waiting.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
+                raise
+            await queue.put(None)
 
         copying = asyncio.ensure_future(copy())
         try:
@@ -107,10 +113,12 @@ async def copy_rows(
                 yield batch
             await copying  # its error, if it failed
         finally:
-            if not copying.done():
+            if not copying.done():  # the reader stopped early: abandon the COPY
                 copying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await copying
+                # Mid-COPY, the connection cannot be reused (nor closed politely).
+                await connection.invalidate()
 
 
 def _positional_params(compiled: Any, dialect: Any) -> list[Any]:

@@ -29,6 +29,8 @@ from typing import IO, Any, Final, Protocol
 
 from fpdf import FPDF
 
+from settler_jobs.exports.csv_lines import csv_lines
+
 FONT_PATH: Final = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 FORMULA_TRIGGERS: Final = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")  # + full-width = + - @
 _SUSPECT: Final = FORMULA_TRIGGERS | {" "}
@@ -108,7 +110,13 @@ _SUSPECT_START: Final = re.compile("\n[" + re.escape("".join(sorted(_SUSPECT))) 
 
 
 def _csv_rows(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
-    """`_csv_row` of every row, worked out a column at a time.
+    """`_csv_row` of every row, worked out a column at a time (see `_csv_columns`)."""
+    columns = _csv_columns(rows)
+    return map(_csv_row, rows) if columns is None else zip(*columns, strict=True)
+
+
+def _csv_columns(rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]] | None:
+    """The columns of `_csv_row` of every row; None if the rows differ in width.
 
     The hot loop of a CSV export. A column of ints and NULLs passes as it is, and so does
     one of text (and NULLs) whose cells are all short and none starts with a suspect
@@ -117,7 +125,7 @@ def _csv_rows(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
     """
     widths = set(map(len, rows))
     if len(widths) != 1:
-        return map(_csv_row, rows)
+        return None
     columns: list[Sequence[Any]] = []
     for i in range(widths.pop()):
         column = list(map(itemgetter(i), rows))
@@ -134,7 +142,7 @@ def _csv_rows(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
                 columns.append(column)
                 continue
         columns.append(list(map(_csv_value, column)))
-    return zip(*columns, strict=True)
+    return columns
 
 
 class Renderer(Protocol):
@@ -166,7 +174,12 @@ class CsvRenderer:
         self._flush()
 
     def write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
-        self._writer.writerows(_csv_rows(rows))
+        columns = _csv_columns(rows) if rows else None
+        text = None if columns is None else csv_lines(columns)
+        if text is not None:
+            self._buffer.write(text)
+        else:
+            self._writer.writerows(_csv_rows(rows))
         self._flush()
 
     def finish(self) -> None:

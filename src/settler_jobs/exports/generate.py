@@ -1,8 +1,9 @@
 """Generating one export file: rows from the database, rendered, stored atomically.
 
-The database is read in batches on the event loop (async driver); rendering and file
-writes run in a thread, so the loop keeps renewing the job's lock. The file is
-published only when complete; a failed or retried attempt leaves the previous state.
+The database is read in batches on the event loop (async driver; on PostgreSQL one COPY,
+`copy_rows`); rendering and file writes run in a thread, so the loop keeps renewing the
+job's lock. The file is published only when complete; a failed or retried attempt leaves
+the previous state.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs.errors import PermanentFailure
 from settler_jobs.exports import datasets
+from settler_jobs.exports.copy_rows import copy_rows, copy_supported
 from settler_jobs.exports.render import CsvRenderer, PdfRenderer, Renderer, Sink
 from settler_jobs.exports.rows import stream_rows
 from settler_jobs.exports.store import Export, ExportFormat, storage_key
@@ -74,7 +76,8 @@ async def generate(
         renderer = _renderer(export, sink, now)
         await asyncio.to_thread(renderer.begin, dataset.headers)
         count = 0
-        async for batch in stream_rows(
+        source = copy_rows if copy_supported(sessions, dataset) else stream_rows
+        async for batch in source(
             sessions,
             dataset,
             tenant_id=export.tenant_id,

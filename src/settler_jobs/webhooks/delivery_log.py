@@ -5,6 +5,7 @@ record attempts, and count each outcome towards its endpoint's health.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
@@ -82,19 +83,36 @@ def begin_attempt_on(
     returned unchanged. NotFound if the delivery is gone (its endpoint was deleted).
     Two statements: the joined rows (the delivery locked), then the update.
     """
+    rows = _joined_rows(conn, [delivery_id])
+    if delivery_id not in rows:
+        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+    return _begin_row(conn, rows[delivery_id], now=now, generation=generation)
+
+
+def _joined_rows(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, Any]:
+    """Delivery, endpoint and event of each id, by delivery id (deliveries locked on PG)."""
     joined = (
         select(*_prefixed("d_", _DT), *_prefixed("e_", _ET), *_prefixed("v_", _VT))
         .join_from(_DT, _ET, _ET.c.id == _DT.c.endpoint_id)
         .join(_VT, _VT.c.id == _DT.c.event_id)
-        .where(_DT.c.id == delivery_id)
+        .order_by(_DT.c.id)
     )
+    if len(delivery_ids) == 1:
+        joined = joined.where(_DT.c.id == delivery_ids[0])
+    else:
+        joined = joined.where(_DT.c.id.in_(delivery_ids))
     # Core statements, synchronous: the hot path runs as one unit per transaction (see
     # storage.db.Transactions), not one event-loop hop per statement.
     if conn.dialect.name == "postgresql":
         joined = joined.with_for_update(of=_DT)
-    row = conn.execute(joined).one_or_none()
-    if row is None:
-        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+    return {row.d_id: row for row in conn.execute(joined)}
+
+
+def _begin_row(
+    conn: Connection, row: Any, *, now: datetime, generation: int | None, write: bool = True
+) -> Started:
+    """The attempt `row` (joined) begins; `write=False`: the caller writes the change."""
+    delivery_id = row.d_id
     event = _value(Event, row, "v_", payload=copy.deepcopy(row.v_payload))
     types = row.e_event_types
     endpoint = _value(Endpoint, row, "e_", event_types=None if types is None else tuple(types))
@@ -107,8 +125,10 @@ def begin_attempt_on(
             changes = {"status": DeliveryStatus.FAILED.value, "last_error": reason}
         changes |= {"next_attempt_at": None, "updated_at": now}
         still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
-        moved = conn.execute(update(_DT).where(_DT.c.id == delivery_id, *still).values(changes))
-        if moved.rowcount != 1:  # another process changed it since our read: send nothing
+        moved = write and conn.execute(
+            update(_DT).where(_DT.c.id == delivery_id, *still).values(changes)
+        )
+        if moved and moved.rowcount != 1:  # another process changed it since our read: send nothing
             raise errors.InvalidState(f"webhook delivery {delivery_id!r} changed while starting")
     delivery = _value(
         Delivery, row, "d_", status=DeliveryStatus(changes.get("status", row.d_status))

@@ -2,11 +2,15 @@
 
 Three short steps, the HTTP request outside any database transaction:
 
-1. `start_attempt` (committed): the delivery becomes delivering, attempts + 1; anything
+1. `begin_attempt` (committed): the delivery becomes delivering, attempts + 1; anything
    else (final, cancelled, another generation, its endpoint deleted) is skipped;
 2. sign and POST the Standard Webhooks message: ``webhook-id`` is the delivery id, the
    same on every retry; timestamp and signature are fresh per attempt;
 3. `record_attempt` plus `disable_if_unhealthy` (committed) from the classified result.
+
+Steps 1 and 3 are group commits (`Transactions.grouped`): the attempts that concurrent
+jobs of this process begin (or record) at the same moment share one transaction, and
+each job goes on only once that transaction has committed.
 
 Signing secrets live only in local variables here: never in results, errors or logs.
 """
@@ -27,8 +31,13 @@ from settler_jobs.domain import RetryPolicy
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
 from settler_jobs.webhooks.attempt import AttemptResult, Outcome, attempt, next_delay_s
-from settler_jobs.webhooks.delivery_log import begin_attempt_on, record_attempt_on
 from settler_jobs.webhooks.endpoints import disable_if_unhealthy, open_secrets
+from settler_jobs.webhooks.log_batches import (
+    BeginRequest,
+    RecordRequest,
+    begin_attempts_on,
+    record_attempts_on,
+)
 from settler_jobs.webhooks.signing import DEFAULT_USER_AGENT, json_body, sign_headers
 from settler_jobs.webhooks.values import Delivery, DeliveryStatus, Endpoint, Event, Notification
 
@@ -124,8 +133,8 @@ async def _start(
 ) -> _Started | SendResult:
     started_at = now()
     try:
-        started = await transactions.run(
-            begin_attempt_on, delivery_id, now=started_at, generation=generation
+        started = await transactions.grouped(begin_attempts_on).submit(
+            BeginRequest(delivery_id, started_at, generation)
         )
     except errors.NotFound:
         return SendResult(None, skipped=True, reason="delivery not found")
@@ -169,8 +178,7 @@ async def _record(
     finished = now()
     retry_at = None if retry_in_s is None else finished + timedelta(seconds=retry_in_s)
     try:
-        delivery = await transactions.run(
-            record_attempt_on,
+        recording = RecordRequest(
             started.delivery.id,
             attempt_no=started.delivery.attempts,
             started_at=started.started_at,
@@ -183,6 +191,7 @@ async def _record(
             now=finished,
             endpoint=started.endpoint,
         )
+        delivery = await transactions.grouped(record_attempts_on).submit(recording)
         notification = None
         if kind != "succeeded":  # the rare path: the ORM and its own transaction
             async with sessions() as session, session.begin():

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from settler_jobs.exports.render import CsvRenderer, PdfRenderer, Sink, cell_text, csv_cell
+from settler_jobs.exports.render import (
+    CsvRenderer,
+    PdfRenderer,
+    Sink,
+    _csv_row,
+    _csv_rows,
+    cell_text,
+    csv_cell,
+)
 
 FULLWIDTH_EQUALS, FULLWIDTH_PLUS, FULLWIDTH_MINUS, FULLWIDTH_AT = (
     "\uff1d",
@@ -123,3 +131,22 @@ def test_pdf_prints_non_latin1_and_replaces_missing_glyphs() -> None:
 
 def test_cell_text_of_lists_is_json() -> None:
     assert cell_text(["a", 1]) == '["a", 1]'
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        [["ok", 1, None, ""], ["fine", -5, None, ""]],  # plain columns pass as they are
+        [["ok", 1], ["=1+1", 2], [" x", 3], ["a\n=b", 4]],  # a suspect cell in a column
+        [["x" * 40_000, True], ["short", False]],  # a long cell; booleans
+        [["a", 1.5, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)], ["b", 2, None]],
+        [["a", "b"], ["ragged"]],  # rows of different widths: row by row
+        [["@a", None], [None, "\uff0bb"], [1, "mixed"]],
+    ],
+)
+def test_csv_cells_worked_out_by_column_equal_those_by_row(rows: list[list[Any]]) -> None:
+    by_row = [[csv_cell(v) if (v is not None and not isinstance(v, int)) or isinstance(v, bool)
+               else v for v in row] for row in rows]  # fmt: skip
+
+    assert [list(row) for row in _csv_rows(rows)] == [_csv_row(row) for row in rows] == by_row

@@ -98,6 +98,7 @@ class LaneWorker:
             # Failed jobs of Node workers are kept until removed (the DLQ has a copy).
             remove_on_fail={"age": settings.keep_failed_s},
             name=f"settler-{kind}",
+            tenant_caps=dict(settings.tenant_concurrency_caps) if settings.fair_share else None,
         )
         self.loop = LaneLoop(
             queue,

@@ -19,6 +19,7 @@ from bullmq.lock_manager import LockManager
 from bullmq.redis_connection import RedisConnection
 from redis.asyncio import Redis
 
+from settler_jobs.queue.fair import PatchedScript, patch_pop
 from settler_jobs.queue.pipe import Address, Arg, PipelinedConnection
 
 # The whole lane loop logs as its main module, lane_loop.py.
@@ -41,6 +42,7 @@ class LaneOptions:
     name: str | None = None  # the worker name in CLIENT LIST
     drain_delay_s: float = 5.0  # drainDelay: longest idle block without a delayed job
     retry_s: float = 1.0  # runRetryDelay: pause after a failed fetch
+    tenant_caps: dict[str, int] | None = None  # per tier; None: bullmq's own pop, no caps
 
 
 def _now_ms() -> int:
@@ -99,7 +101,12 @@ class LaneBase:
         self.pipe = PipelinedConnection(address, name=self._name)
         self.blocking = PipelinedConnection(address, name=self._name)
         scripts = self._backend.scripts
-        scripts.commands = {n: _PipeScript(self.pipe, s) for n, s in scripts.commands.items()}
+        commands = dict(scripts.commands)
+        if options.tenant_caps is not None:
+            # The pop that parks capped tenants (queue/fair.py); bullmq's text otherwise.
+            for name in ("moveToActive", "moveToFinished"):
+                commands[name] = PatchedScript(patch_pop(commands[name].script))
+        scripts.commands = {n: _PipeScript(self.pipe, s) for n, s in commands.items()}
         self._scripts = scripts
         self._keys = scripts.keys
         self._finish_script = scripts.commands["moveToFinished"]

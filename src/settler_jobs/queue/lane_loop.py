@@ -269,9 +269,22 @@ class LaneLoop(LaneFetcher):
 
     # ------------------------------------------------------------ stalled jobs
 
+    async def _publish_caps(self) -> None:
+        """Write the lane's per-tier caps where the patched pop reads them (none: delete)."""
+        caps = {t: n for t, n in (self._o.tenant_caps or {}).items() if n > 0}
+        key = self._keys[""] + "sf:caps"
+        try:
+            await self.pipe.execute("DEL", key)
+            if caps:
+                await self.pipe.execute("HSET", key, *(x for kv in caps.items() for x in kv))
+        except (RedisError, OSError) as exc:
+            log.warning("lane.caps_failed", extra={"queue": self.queue, "error": str(exc)})
+
     async def _check_stalled(self) -> None:
         """bullmq's stalled-jobs script now and every stalledInterval (as Node's worker)."""
         o = self._o
+        if o.tenant_caps is not None:
+            await self._publish_caps()
         while True:
             try:
                 stalled = await self._scripts.moveStalledJobsToWait(

@@ -30,6 +30,9 @@ from settler_jobs.domain import PriorityClass
 
 _POP_ANCHOR: Final = "local function moveJobFromPrioritizedToActive("
 CLASSES: Final = tuple(c.value for c in PriorityClass)
+# Per-tier counts of refused submissions ("<prefix>:settler:quota-refusals:all"), written
+# by producers in any process and read back for metrics.
+REFUSALS_KEY: Final = "settler:quota-refusals"
 
 
 def lua(name: str) -> str:

@@ -24,7 +24,7 @@ from settler_jobs.domain import (
 from settler_jobs.errors import InvalidJob, NotFound, QuotaExceeded
 from settler_jobs.kinds import JobKind
 from settler_jobs.queue.base import _BULK_CHUNK, QueueBase
-from settler_jobs.queue.fair import Tagged
+from settler_jobs.queue.fair import REFUSALS_KEY, Tagged
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.redis_server import redis_errors
 
@@ -156,6 +156,8 @@ class Producer(QueueBase):
         lanes = self._registry.queues() if checks else sorted({p.queue for p in adding})
         reply = await self._tagger.tag(lanes, [p.tagged for p in adding], checks)
         if not isinstance(reply, list):
+            tier = next(p.tier for p in adding if p.tenant_id == reply.tenant_id)
+            await self._client.hincrby(self._key(REFUSALS_KEY, "all"), tier.value, 1)
             adds = quotas[reply.tenant_id][1]
             retry = self._settings.quota_retry_after_s
             raise QuotaExceeded(reply.tenant_id, reply.backlog, adds, reply.quota, retry)

@@ -119,6 +119,7 @@ class LaneBase:
         )
         self._schedulers = JobScheduler(self._view)
         self._fetch_lock = asyncio.Lock()
+        self._caps_ready = asyncio.Event()  # slots fetch once the tier caps are published
         self._wake = asyncio.Event()  # set to stop an idle wait (pause, close)
         self._resumed = asyncio.Event()
         self._resumed.set()

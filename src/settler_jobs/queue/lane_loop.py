@@ -279,12 +279,15 @@ class LaneLoop(LaneFetcher):
                 await self.pipe.execute("HSET", key, *(x for kv in caps.items() for x in kv))
         except (RedisError, OSError) as exc:
             log.warning("lane.caps_failed", extra={"queue": self.queue, "error": str(exc)})
+        finally:
+            self._caps_ready.set()  # fetch either way; the pop then runs uncapped
 
     async def _check_stalled(self) -> None:
         """bullmq's stalled-jobs script now and every stalledInterval (as Node's worker)."""
         o = self._o
         if o.tenant_caps is not None:
             await self._publish_caps()
+        self._caps_ready.set()
         while True:
             try:
                 stalled = await self._scripts.moveStalledJobsToWait(

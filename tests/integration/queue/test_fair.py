@@ -3,6 +3,7 @@ quotas (all-or-nothing), the aging bound, the priority rebase, parked jobs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -182,3 +183,36 @@ async def test_horizon_keeps_a_deep_backlog_inside_the_priority_range(settings: 
         assert (await q.fair_usage("a"))[KIND] == 50  # the quota still counts every job
     finally:
         await q.close()
+
+
+async def test_a_parked_job_reads_as_waiting_and_can_be_cancelled(settings: Settings) -> None:
+    capped = settings.model_copy(update={"tenant_concurrency_caps": {"free": 1}})
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def handler(payload: dict[str, str], ctx: JobContext) -> None:
+        started.append(payload["label"])
+        await release.wait()
+
+    registry = Registry([JobKind(KIND, handler, concurrency=2)])
+    async with system(capped, registry, start=False) as sys_:
+        first = await sys_.queue.submit(_sub("a", "a0", T.FREE))
+        parked = await sys_.queue.submit(_sub("a", "a1", T.FREE))
+        await sys_.queue.submit(_sub("b", "b0", T.FREE, P.LOW))  # due after a1
+        await sys_.runtime.start()
+        # Slot 1 runs a0; a1 is parked (A is at its cap and B waits); slot 2 runs b0.
+        await eventually(lambda: _now(len(started)), lambda n: n == 2)
+        assert sorted(started) == ["a0", "b0"]
+        record = await sys_.queue.get(parked.job.id, tenant_id="a")
+        assert record.state is JobState.WAITING
+        [counts] = [c for c in await sys_.queue.counts() if c.queue == KIND]
+        assert counts.counts["waiting"] == 1 and counts.counts["active"] == 2
+        usage = await sys_.queue.tenant_usage("a", T.FREE)
+        assert (usage.active, usage.cap_hits, usage.lanes[0].parked) == (1, 1, 1)
+        assert await sys_.queue.cancel(parked.job.id, tenant_id="a") is JobState.CANCELLED
+        release.set()
+        done = await eventually(
+            lambda: sys_.queue.get(first.job.id), lambda r: r.state is JobState.COMPLETED
+        )
+        assert done.state is JobState.COMPLETED
+    assert "a1" not in started

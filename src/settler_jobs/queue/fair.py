@@ -124,15 +124,16 @@ class FairTagger:
 
     async def backlog(self, queues: Sequence[str], tenant_id: str) -> dict[str, int]:
         """Waiting jobs of a tenant per lane, as the quota counts them (read-only)."""
-        out: dict[str, int] = {}
+        fields = [f"{k}:{tenant_id}:{c}" for c in CLASSES for k in ("f", "w")]
+        pipe = self._client.pipeline(transaction=False)
         for q in queues:
-            fair = f"{self._prefix}:{q}:sf:fair"
-            fields = [f"{k}:{tenant_id}:{c}" for c in CLASSES for k in ("f", "w")]
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hmget(fair, ["v", "fmax", *fields])
+            pipe.hmget(f"{self._prefix}:{q}:sf:fair", ["v", "fmax", *fields])
             pipe.zrange(f"{self._prefix}:{q}:prioritized", 0, 0, withscores=True)
             pipe.zcard(f"{self._prefix}:{q}:sf:park:{tenant_id}")
-            values, head, parked = await pipe.execute()
+        replies = await pipe.execute()
+        out: dict[str, int] = {}
+        for i, q in enumerate(queues):
+            values, head, parked = replies[3 * i : 3 * i + 3]
             clock = _clock(values[0], values[1], head)
             total = int(parked)
             for k in range(2, len(values), 2):

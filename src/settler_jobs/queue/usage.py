@@ -5,6 +5,7 @@ lane, and per-tier totals for metrics (cap hits, quota refusals, running jobs).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from settler_jobs import envelope
 from settler_jobs.domain import Tier
@@ -24,33 +25,36 @@ class Usage(QueueBase):
 
     async def tenant_usage(self, tenant_id: str, tier: Tier) -> TenantUsage:
         """Waiting, running and parked jobs and cap hits of one tenant, lane by lane."""
+        return (await self.tenants_usage([(tenant_id, tier)]))[0]
+
+    async def tenants_usage(self, tenants: Sequence[tuple[str, Tier]]) -> list[TenantUsage]:
+        """`tenant_usage` for many tenants (the active lists are read once)."""
         queues = self._registry.queues()
+        out = []
         async with redis_errors():
-            waiting = await self._tagger.backlog(queues, tenant_id)
             active = await self._active_by_tenant(queues)
-            pipe = self._client.pipeline(transaction=False)
-            for q in queues:
-                pipe.zcard(self._key(q, f"sf:park:{tenant_id}"))
-                pipe.hget(self._key(q, "sf:hits"), f"t:{tenant_id}")
-            replies = await pipe.execute()
-        lanes = [
-            LaneUsage(
-                queue=q,
-                waiting=waiting[q],
-                active=active.get((q, tenant_id), 0),
-                parked=int(replies[2 * i]),
-                cap_hits=int(replies[2 * i + 1] or 0),
-            )
-            for i, q in enumerate(queues)
-        ]
-        s = self._settings
-        return TenantUsage(
-            tenant_id,
-            tier.value,
-            s.tenant_backlog_quotas.get(tier.value, 0),
-            s.tenant_concurrency_caps.get(tier.value, 0),
-            lanes,
-        )
+            for tenant_id, tier in tenants:
+                waiting = await self._tagger.backlog(queues, tenant_id)
+                pipe = self._client.pipeline(transaction=False)
+                for q in queues:
+                    pipe.zcard(self._key(q, f"sf:park:{tenant_id}"))
+                    pipe.hget(self._key(q, "sf:hits"), f"t:{tenant_id}")
+                replies = await pipe.execute()
+                lanes = [
+                    LaneUsage(
+                        queue=q,
+                        waiting=waiting[q],
+                        active=active.get((q, tenant_id), 0),
+                        parked=int(replies[2 * i]),
+                        cap_hits=int(replies[2 * i + 1] or 0),
+                    )
+                    for i, q in enumerate(queues)
+                ]
+                s = self._settings
+                quota = s.tenant_backlog_quotas.get(tier.value, 0)
+                cap = s.tenant_concurrency_caps.get(tier.value, 0)
+                out.append(TenantUsage(tenant_id, tier.value, quota, cap, lanes))
+        return out
 
     async def _active_by_tenant(self, queues: list[str]) -> dict[tuple[str, str], int]:
         """Running jobs per (lane, tenant): active lists are as long as the slots in use."""

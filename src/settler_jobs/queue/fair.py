@@ -68,6 +68,7 @@ class Tagged:
     tenant_id: str
     priority: PriorityClass
     step: int
+    delayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class FairTagger:
             args += [tenant, quota, adding]
         for job in jobs:
             args += [index[job.queue], job.tenant_id, job.priority.value, job.step]
+            args.append(1 if job.delayed else 0)
         reply = await self._script(keys=self._keys(queues), args=args)
         if _text(reply[0]) == "REFUSED":
             return Refusal(_text(reply[1]), int(reply[2]), int(reply[3]))
@@ -127,7 +129,7 @@ class FairTagger:
         fields = [f"{k}:{tenant_id}:{c}" for c in CLASSES for k in ("f", "w")]
         pipe = self._client.pipeline(transaction=False)
         for q in queues:
-            pipe.hmget(f"{self._prefix}:{q}:sf:fair", ["v", "fmax", *fields])
+            pipe.hmget(f"{self._prefix}:{q}:sf:fair", ["v", "fmaxw", *fields])
             pipe.zrange(f"{self._prefix}:{q}:prioritized", 0, 0, withscores=True)
             pipe.zcard(f"{self._prefix}:{q}:sf:park:{tenant_id}")
         replies = await pipe.execute()

@@ -110,7 +110,7 @@ class Producer(QueueBase):
             sub.idempotency_key is not None,
             tenant_id,
             sub.tier,
-            Tagged(queue, tenant_id, priority, fair_step(priority, sub.tier)),
+            Tagged(queue, tenant_id, priority, fair_step(priority, sub.tier), sub.delay_s > 0),
         )
 
     async def submit(self, sub: Submission) -> Submitted:

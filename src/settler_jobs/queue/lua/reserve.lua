@@ -6,7 +6,7 @@
                         BullMQ prioritized set ("<queue>:prioritized")
   ARGV[1] rebase threshold   ARGV[2] horizon   ARGV[3] number of quota checks Q
   then Q x (tenant, quota, jobs it adds)
-  then per job: lane index, tenant, class, step
+  then per job: lane index, tenant, class, step, delayed (1/0)
   Returns {"OK", p1, p2, ...} or {"REFUSED", tenant, backlog, quota}.
 ]]
 local rcall = redis.call
@@ -35,7 +35,7 @@ local function rebase(i, delta)
   local state = rcall("HGETALL", fairKey)
   for k = 1, #state, 2 do
     local field, value = state[k], tonumber(state[k + 1])
-    if field == "v" or field == "fmax" or string.sub(field, 1, 2) == "f:" then
+    if field == "v" or field == "fmaxw" or string.sub(field, 1, 2) == "f:" then
       local nv = value - delta
       if nv < 0 then nv = 0 end
       rcall("HSET", fairKey, field, nv)
@@ -72,11 +72,12 @@ local clocks = {}
 local counts = {}
 -- The lane's virtual time (never going back): the start tag of its waiting head (the
 -- head's level minus its flow's step), and an empty lane jumps to the latest tag handed
--- out, so idle flows cannot bank credit. Backlogs count from just below the head's level.
+-- to an immediate job (delayed ones still count), so idle flows cannot bank credit.
+-- Backlogs count from just below the head's level.
 local function clockOf(i)
   if clocks[i] then return clocks[i] end
   local fairKey, prioKey = KEYS[2 * i - 1], KEYS[2 * i]
-  local stored = rcall("HMGET", fairKey, "v", "fmax")
+  local stored = rcall("HMGET", fairKey, "v", "fmaxw")
   local v = tonumber(stored[1]) or 0
   local count = v
   local head = rcall("ZRANGE", prioKey, 0, 0, "WITHSCORES")
@@ -150,7 +151,8 @@ local fmax = {}
 while pos <= #ARGV do
   local i, tenant, class, step = tonumber(ARGV[pos]), ARGV[pos + 1], ARGV[pos + 2],
     tonumber(ARGV[pos + 3])
-  pos = pos + 4
+  local delayed = ARGV[pos + 4] == "1"
+  pos = pos + 5
   local v = clockOf(i)
   local field = "f:" .. tenant .. ":" .. class
   local fk = i .. "|" .. field
@@ -166,7 +168,7 @@ while pos <= #ARGV do
   f = f + step
   flow[3] = f
   flow[5] = step
-  if (fmax[i] or 0) < f then fmax[i] = f end
+  if not delayed and (fmax[i] or 0) < f then fmax[i] = f end
   local p = f
   if p > v + horizon then p = v + horizon end
   if p > MAXP then p = MAXP end
@@ -177,7 +179,7 @@ for _, flow in ipairs(order) do
   rcall("HSET", KEYS[2 * flow[1] - 1], flow[2], flow[3], flow[4], flow[5])
 end
 for i, f in pairs(fmax) do
-  local stored = tonumber(rcall("HGET", KEYS[2 * i - 1], "fmax")) or 0
-  if f > stored then rcall("HSET", KEYS[2 * i - 1], "fmax", f) end
+  local stored = tonumber(rcall("HGET", KEYS[2 * i - 1], "fmaxw")) or 0
+  if f > stored then rcall("HSET", KEYS[2 * i - 1], "fmaxw", f) end
 end
 return out

@@ -40,6 +40,18 @@ def lua(name: str) -> str:
     return resources.files("settler_jobs.queue").joinpath(f"lua/{name}.lua").read_text()
 
 
+_OPTS_ANCHOR: Final = "local opts = cmsgpack.unpack(ARGV[3])\n"
+
+
+def wrap_add(script: str, name: str) -> str:
+    """bullmq's add script as a Lua function `name(KEYS, ARGV, settlerPriority)` that adds
+    the job with that priority (its opts, hash and score all carry it)."""
+    if script.count(_OPTS_ANCHOR) != 1:
+        raise RuntimeError("bullmq's add script does not unpack its options as expected")
+    body = script.replace(_OPTS_ANCHOR, _OPTS_ANCHOR + "opts['priority'] = settlerPriority\n")
+    return f"local function {name}(KEYS, ARGV, settlerPriority)\n{body}\nend\n"
+
+
 def patch_pop(script: str) -> str:
     """bullmq's moveToActive / moveToFinished text with our capped pop in place of its own.
 
@@ -88,13 +100,23 @@ class FairTagger:
         self._prefix = prefix
         self._horizon = horizon
         self._rebase_at = rebase_at
-        self._script = client.register_script(lua("reserve"))
+        self._script = client.register_script(lua("fair_lib") + lua("reserve"))
+        self._add_script: Any = None
 
     def _keys(self, queues: Sequence[str]) -> list[str]:
         keys: list[str] = []
         for q in queues:
             keys += [f"{self._prefix}:{q}:sf:fair", f"{self._prefix}:{q}:prioritized"]
         return keys
+
+    def _head(
+        self, queues: Sequence[str], quotas: Mapping[str, tuple[int, int]]
+    ) -> tuple[dict[str, int], list[Any]]:
+        index = {q: i + 1 for i, q in enumerate(queues)}
+        args: list[Any] = [self._rebase_at, self._horizon, len(queues), len(quotas)]
+        for tenant, (quota, adding) in quotas.items():
+            args += [tenant, quota, adding]
+        return index, args
 
     async def tag(
         self,
@@ -107,17 +129,46 @@ class FairTagger:
         `queues` are the lanes a backlog is summed over (and must include every job's
         lane); `quotas` maps tenant -> (quota, jobs it adds); a quota of 0 is unlimited.
         """
-        index = {q: i + 1 for i, q in enumerate(queues)}
-        args: list[Any] = [self._rebase_at, self._horizon, len(quotas)]
-        for tenant, (quota, adding) in quotas.items():
-            args += [tenant, quota, adding]
+        index, args = self._head(queues, quotas)
         for job in jobs:
             args += [index[job.queue], job.tenant_id, job.priority.value, job.step]
             args.append(1 if job.delayed else 0)
         reply = await self._script(keys=self._keys(queues), args=args)
-        if _text(reply[0]) == "REFUSED":
-            return Refusal(_text(reply[1]), int(reply[2]), int(reply[3]))
-        return [int(p) for p in reply[1:]]
+        return _reply(reply)
+
+    async def add(
+        self,
+        queues: Sequence[str],
+        jobs: Sequence[Tagged],
+        quotas: Mapping[str, tuple[int, int]],
+        bullmq_keys: Sequence[str],
+        bullmq_args: Sequence[Sequence[Any]],
+    ) -> list[int] | Refusal:
+        """`tag`, and add every job (all of one lane) with bullmq's own add scripts in the
+        same script: one round trip, and a refusal adds nothing.
+
+        `bullmq_keys` are the prioritized-add keys (9) then the delayed-add keys (6);
+        `bullmq_args` the three add arguments of each job (packed args, data, packed opts).
+        """
+        index, args = self._head(queues, quotas)
+        for job, extra in zip(jobs, bullmq_args, strict=True):
+            args += [index[job.queue], job.tenant_id, job.priority.value, job.step]
+            args += [1 if job.delayed else 0, *extra]
+        if self._add_script is None:
+            from importlib import resources as res
+
+            def text(name: str) -> str:
+                return res.files("bullmq").joinpath(f"commands/{name}").read_text()
+
+            script = (
+                lua("fair_lib")
+                + wrap_add(text("addPrioritizedJob-9.lua"), "settlerAddPrioritized")
+                + wrap_add(text("addDelayedJob-6.lua"), "settlerAddDelayed")
+                + lua("add")
+            )
+            self._add_script = self._client.register_script(script)
+        reply = await self._add_script(keys=[*self._keys(queues), *bullmq_keys], args=args)
+        return _reply(reply)
 
     async def refund(self, queue: str, tenant_id: str, priority: PriorityClass, step: int) -> None:
         """Give back the virtual time of a waiting job that was removed (cancelled)."""
@@ -146,6 +197,12 @@ class FairTagger:
                         total += -(-int(ahead) // int(float(w)))
             out[q] = total
         return out
+
+
+def _reply(reply: Any) -> list[int] | Refusal:
+    if _text(reply[0]) == "REFUSED":
+        return Refusal(_text(reply[1]), int(reply[2]), int(reply[3]))
+    return [int(p) for p in reply[1:]]
 
 
 def _clock(v: Any, fmax: Any, head: list[tuple[Any, float]]) -> float:

@@ -29,6 +29,19 @@ from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.redis_server import redis_errors
 
 _MAX_DELAY_S: Final = 366 * 86_400
+# bullmq's key lists of its prioritized and delayed add scripts (scripts.py, 3.4.4).
+_PRIORITIZED_KEYS: Final = [
+    "marker",
+    "meta",
+    "id",
+    "prioritized",
+    "delayed",
+    "completed",
+    "active",
+    "events",
+    "pc",
+]
+_DELAYED_KEYS: Final = ["marker", "meta", "id", "delayed", "completed", "events"]
 
 
 def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
@@ -132,29 +145,58 @@ class Producer(QueueBase):
                 if p.job_id not in existing and p.job_id not in first:
                     first[p.job_id] = index
             adding = [prepared[i] for i in first.values()]
-            if adding and self._settings.fair_share:
-                await self._tag(adding)
-            fresh: dict[str, list[_Prepared]] = {}
-            for p in adding:
-                fresh.setdefault(p.queue, []).append(p)
-            for queue, jobs in fresh.items():
-                # Bounded transactions: a huge batch must not block Redis or buffer at once.
-                for start in range(0, len(jobs), _BULK_CHUNK):
-                    await self._add(queue, jobs[start : start + _BULK_CHUNK])
+            fair = bool(adding) and self._settings.fair_share
+            if fair and len({p.queue for p in adding}) == 1 and len(adding) <= _BULK_CHUNK:
+                await self._fair_add(adding)  # the common case: one script, one round trip
+            else:
+                if fair:
+                    await self._tag(adding)
+                fresh: dict[str, list[_Prepared]] = {}
+                for p in adding:
+                    fresh.setdefault(p.queue, []).append(p)
+                for queue, jobs in fresh.items():
+                    # Bounded transactions: a huge batch must not block Redis or buffer.
+                    for start in range(0, len(jobs), _BULK_CHUNK):
+                        await self._add(queue, jobs[start : start + _BULK_CHUNK])
             return [
                 await self._outcome(p, added=first.get(p.job_id) == index)
                 for index, p in enumerate(prepared)
             ]
 
-    async def _tag(self, adding: list[_Prepared]) -> None:
-        """Fair-share priorities for the jobs about to be added; QuotaExceeded refuses all."""
+    def _quotas(
+        self, adding: list[_Prepared]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]], list[str]]:
+        """(tenant -> (quota, adds)) for all, for those with a quota, and the lanes to sum."""
         quotas: dict[str, tuple[int, int]] = {}
         for p in adding:
             quota, count = quotas.get(p.tenant_id, (self._quota(p.tier), 0))
             quotas[p.tenant_id] = (quota, count + 1)
         checks = {t: q for t, q in quotas.items() if q[0] > 0}
         lanes = self._registry.queues() if checks else sorted({p.queue for p in adding})
+        return quotas, checks, lanes
+
+    async def _tag(self, adding: list[_Prepared]) -> None:
+        """Fair-share priorities for the jobs about to be added; QuotaExceeded refuses all."""
+        quotas, checks, lanes = self._quotas(adding)
         reply = await self._tagger.tag(lanes, [p.tagged for p in adding], checks)
+        await self._apply(adding, quotas, reply)
+
+    async def _fair_add(self, adding: list[_Prepared]) -> None:
+        """Tag and add jobs of one lane in one script (bullmq's add scripts inside it)."""
+        quotas, checks, lanes = self._quotas(adding)
+        q = self._queue(adding[0].queue)
+        scripts = q.backend.scripts
+        keys = scripts.getKeys(_PRIORITIZED_KEYS) + scripts.getKeys(_DELAYED_KEYS)
+        args = [
+            scripts.addJobArgs(bullmq.Job(q, p.kind, p.data, p.opts, job_id=p.job_id))
+            for p in adding
+        ]
+        reply = await self._tagger.add(lanes, [p.tagged for p in adding], checks, keys, args)
+        await self._apply(adding, quotas, reply)
+
+    async def _apply(
+        self, adding: list[_Prepared], quotas: dict[str, tuple[int, int]], reply: Any
+    ) -> None:
         if not isinstance(reply, list):
             tier = next(p.tier for p in adding if p.tenant_id == reply.tenant_id)
             await self._client.hincrby(self._key(REFUSALS_KEY, "all"), tier.value, 1)

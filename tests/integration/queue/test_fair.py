@@ -10,7 +10,15 @@ import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
-from settler_jobs.domain import FAIR_SCALE, JobState, PriorityClass, Tier, fair_step, importance
+from settler_jobs.domain import (
+    FAIR_SCALE,
+    JobState,
+    PriorityClass,
+    Tier,
+    bullmq_priority,
+    fair_step,
+    importance,
+)
 from settler_jobs.errors import QuotaExceeded
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue import JobQueue
@@ -216,3 +224,31 @@ async def test_a_parked_job_reads_as_waiting_and_can_be_cancelled(settings: Sett
         )
         assert done.state is JobState.COMPLETED
     assert "a1" not in started
+
+
+async def test_fair_share_off_keeps_the_static_class_x_tier_numbers(settings: Settings) -> None:
+    off = settings.model_copy(update={"fair_share": False, "tenant_backlog_quotas": {"free": 1}})
+    assert off.redis_url is not None
+    q = JobQueue(redis_client(off.redis_url, off), Registry([_kind([])]), off)
+    try:
+        done = await q.submit_bulk([_sub("a", str(i), T.FREE) for i in range(3)])  # no quota
+        assert {s.job.bullmq_priority for s in done} == {bullmq_priority(P.NORMAL, T.FREE)}
+    finally:
+        await q.close()
+
+
+async def test_oldest_waiting_is_found_among_the_flow_heads(queue: JobQueue) -> None:
+    first = await queue.submit(_sub("a", "a0"))
+    await queue.submit_bulk([_sub("a", f"a{i}") for i in range(1, 300)])
+    await queue.submit_bulk([_sub(f"t{i}", "x", T.SCALE, P.CRITICAL) for i in range(50)])
+    [counts] = [c for c in await queue.counts() if c.queue == KIND]
+    assert counts.counts["waiting"] == 350
+    assert counts.oldest_waiting_ms is not None
+    oldest_created = first.job.created_at_ms
+    assert counts.oldest_waiting_ms >= 0
+    # The age is measured from A's first job, the oldest, though it is not the head.
+    record = await queue.get(first.job.id)
+    assert record.created_at_ms == oldest_created
+    head = await queue.client.zrange(f"{queue.key_prefix}:{KIND}:prioritized", 0, 0)
+    assert head != [first.job.id]
+    assert await queue._oldest_waiting(KIND) == oldest_created

@@ -57,7 +57,7 @@ local function moveJobFromPrioritizedToActive(priorityKey, activeKey, priorityCo
   local head = rcall("ZRANGE", priorityKey, 0, 0, "WITHSCORES")
   local headScore = head[2] and tonumber(head[2])
   -- A parked tenant with room again goes first if its best job is ahead of the head.
-  local cands = rcall("ZRANGE", parkedIdx, 0, 7, "WITHSCORES")
+  local cands = rcall("ZRANGE", parkedIdx, 0, 3, "WITHSCORES")
   for k = 1, #cands, 2 do
     if headScore and tonumber(cands[k + 1]) > headScore then break end
     local tenant = cands[k]

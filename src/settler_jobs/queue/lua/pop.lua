@@ -4,7 +4,8 @@
   parking. A popped job whose tenant is at its tier's cap (while other work waits) moves,
   with its score, to "<queue>:sf:park:<tenant>"; it comes back straight to active when
   its tenant has room and it is ahead of the waiting head, or when nothing else waits.
-  Each job is parked at most once. Without "<queue>:sf:caps" this is bullmq's own pop.
+  Each job is parked at most once. A tier without a cap in "<queue>:sf:caps" pops as
+  bullmq does (plus reading the job's tenant).
 ]]
 local function settlerRoom(base, tenant, cap)
   local key = base .. "sf:act:" .. tenant
@@ -41,32 +42,23 @@ end
 
 local function moveJobFromPrioritizedToActive(priorityKey, activeKey, priorityCounterKey)
   local base = string.sub(priorityKey, 1, #priorityKey - 11) -- strip "prioritized"
-  local caps = rcall("HGETALL", base .. "sf:caps")
   local parkedIdx = base .. "sf:parked"
-  if #caps == 0 and rcall("EXISTS", parkedIdx) == 0 then
-    local prioritizedJob = rcall("ZPOPMIN", priorityKey)
-    if #prioritizedJob > 0 then
-      rcall("LPUSH", activeKey, prioritizedJob[1])
-      return prioritizedJob[1]
-    end
-    rcall("DEL", priorityCounterKey)
-    return nil
-  end
-  local capOf = {}
-  for k = 1, #caps, 2 do capOf[caps[k]] = tonumber(caps[k + 1]) end
-  local head = rcall("ZRANGE", priorityKey, 0, 0, "WITHSCORES")
-  local headScore = head[2] and tonumber(head[2])
-  -- A parked tenant with room again goes first if its best job is ahead of the head.
+  -- Parked tenants first: one with room again runs if its best job is ahead of the head.
   local cands = rcall("ZRANGE", parkedIdx, 0, 3, "WITHSCORES")
-  for k = 1, #cands, 2 do
-    if headScore and tonumber(cands[k + 1]) > headScore then break end
-    local tenant = cands[k]
-    local cap = tonumber(rcall("HGET", base .. "sf:pcap", tenant)) or 0
-    if cap <= 0 or settlerRoom(base, tenant, cap) then
-      local id = settlerUnpark(base, tenant, activeKey)
-      if id then return id end
+  if #cands > 0 then
+    local head = rcall("ZRANGE", priorityKey, 0, 0, "WITHSCORES")
+    local headScore = head[2] and tonumber(head[2])
+    for k = 1, #cands, 2 do
+      if headScore and tonumber(cands[k + 1]) > headScore then break end
+      local tenant = cands[k]
+      local cap = tonumber(rcall("HGET", base .. "sf:pcap", tenant)) or 0
+      if cap <= 0 or settlerRoom(base, tenant, cap) then
+        local id = settlerUnpark(base, tenant, activeKey)
+        if id then return id end
+      end
     end
   end
+  local capsKey = base .. "sf:caps"
   local full = {}
   for _ = 1, 1000 do
     local popped = rcall("ZPOPMIN", priorityKey)
@@ -77,8 +69,9 @@ local function moveJobFromPrioritizedToActive(priorityKey, activeKey, priorityCo
     if data then
       tenant, tier = string.match(data, '^{"tenantId":"([^"]+)","tenantTier":"([^"]+)"')
     end
-    local cap = (tier and capOf[tier]) or 0
-    if not tenant or cap <= 0 then
+    local cap = 0
+    if tier then cap = tonumber(rcall("HGET", capsKey, tier)) or 0 end
+    if cap <= 0 then
       rcall("LPUSH", activeKey, id)
       return id
     end

@@ -252,3 +252,20 @@ async def test_oldest_waiting_is_found_among_the_flow_heads(queue: JobQueue) -> 
     head = await queue.client.zrange(f"{queue.key_prefix}:{KIND}:prioritized", 0, 0)
     assert head != [first.job.id]
     assert await queue._oldest_waiting(KIND) == oldest_created
+
+
+async def test_a_worker_without_caps_puts_parked_jobs_back(settings: Settings) -> None:
+    uncapped = settings.model_copy(update={"tenant_concurrency_caps": {}})
+    seen: list[str] = []
+    async with system(uncapped, Registry([_kind(seen)]), start=False) as sys_:
+        done = await sys_.queue.submit(_sub("a", "parked"))
+        base = f"{uncapped.queue_prefix}:{KIND}:"
+        client = sys_.queue.client
+        popped = await client.zpopmin(base + "prioritized")
+        job_id, score = str(popped[0][0]), float(popped[0][1])
+        await client.zadd(base + "sf:park:a", {job_id: score})  # as a capped pop leaves it
+        await client.zadd(base + "sf:parked", {"a": score})
+        await sys_.runtime.start()
+        await eventually(lambda: _now(len(seen)), lambda n: n == 1)
+        assert seen == ["parked"] and job_id == done.job.id
+        assert await client.exists(base + "sf:parked", base + "sf:park:a") == 0

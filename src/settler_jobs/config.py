@@ -60,6 +60,44 @@ class Settings(BaseSettings):
     express_concurrency: int = Field(
         default=2, ge=1, le=1000, description="Reserved enterprise slots per kind."
     )
+    fair_share: bool = Field(
+        default=True, description="Fair share by tenant inside a lane (off: class x tier only)."
+    )
+    tenant_concurrency_caps: dict[str, int] = Field(
+        default_factory=lambda: {
+            "free": 5,
+            "starter": 10,
+            "growth": 25,
+            "scale": 50,
+            "enterprise": 0,
+        },
+        description="Running jobs per tenant and lane while others wait, by tier; 0 = no cap.",
+    )
+    tenant_backlog_quotas: dict[str, int] = Field(
+        default_factory=lambda: {
+            "free": 1_000,
+            "starter": 10_000,
+            "growth": 200_000,
+            "scale": 1_000_000,
+            "enterprise": 0,
+        },
+        description="Waiting jobs per tenant (all lanes), by tier; 0 = unlimited.",
+    )
+    quota_retry_after_s: int = Field(
+        default=30, ge=1, description="Retry-After given with a quota refusal."
+    )
+    fair_horizon: int = Field(
+        default=1_000_000,
+        ge=1000,
+        le=1_048_575,
+        description="Priority span ahead of the clock; deeper backlogs share its last level.",
+    )
+    fair_rebase_at: int = Field(
+        default=1_000_000,
+        ge=1000,
+        le=1_048_575,
+        description="Clock value at which a lane's priorities are shifted back down.",
+    )
     lock_duration_ms: int = Field(
         default=30_000, ge=1000, description="Job lock; a dead worker's jobs rerun after it."
     )
@@ -338,6 +376,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("tenant_concurrency_caps", "tenant_backlog_quotas")
+    @classmethod
+    def _tier_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        from settler_jobs.domain import Tier
+
+        counts = {Tier.parse(name).value: int(n) for name, n in value.items()}
+        if any(n < 0 for n in counts.values()):
+            raise ValueError("caps and quotas must not be negative")
+        return counts
 
     @field_validator("api_rate_limits")
     @classmethod

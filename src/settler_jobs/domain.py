@@ -93,6 +93,20 @@ def bullmq_priority(priority: PriorityClass, tier: Tier) -> int:
     return ceiling + 1 - importance(priority, tier)
 
 
+# Virtual time a job of weight 1 uses up; every importance divides it, so steps are whole.
+FAIR_SCALE: Final = 200
+
+
+def fair_step(priority: PriorityClass, tier: Tier) -> int:
+    """Virtual time one job of this class and tier advances its flow (200 / importance).
+
+    A flow (tenant, class) within a lane gets importance jobs per 200 units of the lane's
+    virtual time, so weights share a lane in proportion; a fresh flow's first job is
+    tagged one step ahead of the lane's clock (see queue/fair.py).
+    """
+    return FAIR_SCALE // importance(priority, tier)
+
+
 def uses_express_lane(tier: Tier) -> bool:
     """Enterprise work goes to the kind's express lane, served by reserved slots."""
     return tier is Tier.ENTERPRISE

@@ -7,6 +7,7 @@
     ├── InvalidJob                  a submission is malformed; nothing was enqueued
     │   ├── UnknownJobKind
     │   └── PayloadTooLarge
+    ├── QuotaExceeded               a tenant's waiting jobs would pass its quota (HTTP 429)
     ├── NotFound                    no such job / DLQ entry visible to the caller
     ├── InvalidState                the operation does not apply in the current state
     └── JobFailure                  raised by handlers to steer the worker
@@ -57,6 +58,21 @@ class PayloadTooLarge(InvalidJob):
         )
         self.size = size
         self.limit = limit
+
+
+class QuotaExceeded(SettlerError):
+    """The tenant has too many waiting jobs; nothing was enqueued. Retry later."""
+
+    def __init__(self, tenant_id: str, backlog: int, adding: int, quota: int, retry_after_s: int):
+        super().__init__(
+            f"tenant {tenant_id!r} has {backlog} waiting jobs; adding {adding} would pass its "
+            f"quota of {quota}; nothing was enqueued, retry in {retry_after_s}s"
+        )
+        self.tenant_id = tenant_id
+        self.backlog = backlog
+        self.adding = adding
+        self.quota = quota
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(SettlerError):

@@ -64,6 +64,25 @@ class Metrics:
             registry=r,
         )
         self._alert_gauges(r)
+        self._fair_gauges(r)
+
+    def _fair_gauges(self, r: CollectorRegistry) -> None:
+        """Fair share by tier (never by tenant: bounded labels); set by the depth loop."""
+        self.fair_active = Gauge(
+            "tenant_active_jobs", "Running jobs of tenants of a tier.", ["tier"], registry=r
+        )
+        self.fair_cap_hits = Gauge(
+            "tenant_cap_hits",
+            "Jobs parked because their tenant was at its concurrency cap, since the lanes began.",
+            ["tier"],
+            registry=r,
+        )
+        self.fair_quota_refusals = Gauge(
+            "tenant_quota_refusals",
+            "Submissions refused for a full backlog quota, since the queues began.",
+            ["tier"],
+            registry=r,
+        )
 
     def _alert_gauges(self, r: CollectorRegistry) -> None:
         """What the alerting rules read (deploy/prometheus); set by the worker's alerts loop."""

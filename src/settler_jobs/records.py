@@ -122,6 +122,65 @@ class TenantBacklog:
 
 
 @dataclass(frozen=True, slots=True)
+class LaneUsage:
+    """One tenant's share of one lane: waiting (as the quota counts it), running, cap hits."""
+
+    queue: str
+    waiting: int
+    active: int
+    parked: int
+    cap_hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """One tenant's fair-share picture: per-lane usage, its quota and cap (0 = none)."""
+
+    tenant_id: str
+    tier: str
+    quota: int
+    cap: int
+    lanes: list[LaneUsage]
+
+    @property
+    def waiting(self) -> int:
+        """Waiting jobs over all lanes: what the backlog quota is measured against."""
+        return sum(lane.waiting for lane in self.lanes)
+
+    @property
+    def active(self) -> int:
+        """Running jobs over all lanes."""
+        return sum(lane.active for lane in self.lanes)
+
+    @property
+    def cap_hits(self) -> int:
+        """Times a job of the tenant was parked because it was at its cap."""
+        return sum(lane.cap_hits for lane in self.lanes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (CLI --json, API)."""
+        return {
+            "tenant_id": self.tenant_id,
+            "tier": self.tier,
+            "quota": self.quota,
+            "cap": self.cap,
+            "waiting": self.waiting,
+            "active": self.active,
+            "cap_hits": self.cap_hits,
+            "lanes": [
+                {
+                    "queue": u.queue,
+                    "waiting": u.waiting,
+                    "active": u.active,
+                    "parked": u.parked,
+                    "cap_hits": u.cap_hits,
+                }
+                for u in self.lanes
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class BacklogScan:
     """Unfinished jobs per tenant; `truncated` when a lane held more than the scan read."""
 

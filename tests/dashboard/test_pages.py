@@ -66,3 +66,19 @@ async def test_job_pages_follow_the_cursor(dash: Dash) -> None:
     await dash.page.click("#next-page")
     await expect(rows).to_have_count(5)
     assert await dash.page.locator("#next-page").count() == 0
+
+
+async def test_tenants_page_shows_quota_use_and_cap(dash: Dash) -> None:
+    await dash.live.directory.create_tenant("t-fair", Tier.FREE)
+    queue = dash.system.queue
+    for i in range(4):  # delayed: waiting against the quota, not run during the test
+        await queue.submit(Submission("echo", {"i": i}, "t-fair", Tier.FREE, delay_s=3600))
+    await dash.login()
+    await dash.page.goto(dash.url("/tenants"))
+    row = dash.page.locator("#tenant-t-fair")
+    await row.wait_for()
+    quota = dash.system.settings.tenant_backlog_quotas["free"]
+    cap = dash.system.settings.tenant_concurrency_caps["free"]
+    assert (await row.locator(".quota-use").text_content() or "").strip() == f"4 / {quota}"
+    assert (await row.locator(".cap-use").text_content() or "").strip() == f"0 / {cap}"
+    assert (await row.locator(".cap-hits").text_content() or "").strip() == "0"

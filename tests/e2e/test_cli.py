@@ -24,7 +24,7 @@ import typer.main
 from settler_jobs import envelope
 from settler_jobs.cli import main as cli_module
 from settler_jobs.config import Settings
-from settler_jobs.domain import PriorityClass, Tier, bullmq_priority, new_job_id
+from settler_jobs.domain import PriorityClass, Tier, fair_step, new_job_id
 from settler_jobs.registry import default_registry
 from settler_jobs.storage.migrate import current_revision
 from tests.e2e.cli_runner import Cli
@@ -85,7 +85,8 @@ def test_submitted_job_is_shown_by_job_show_and_status(cli: Cli) -> None:
     assert submitted["tenantId"] == "t1"
     assert submitted["tier"] == "growth"
     assert submitted["priorityClass"] == "HIGH"  # the kind's default
-    assert submitted["priority"] == bullmq_priority(PriorityClass.HIGH, Tier.GROWTH)
+    # A fresh tenant on a fresh lane: its first job's tag is one fair step.
+    assert submitted["priority"] == fair_step(PriorityClass.HIGH, Tier.GROWTH)
     assert submitted["data"] == {"definitionId": "d1"}
     assert submitted["maxAttempts"] == 3
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs.config import Settings
 from settler_jobs.dlq import store as dlq
-from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
+from settler_jobs.domain import JobState, PriorityClass, Tier, fair_step
 from settler_jobs.errors import NotFound
 from settler_jobs.keyring import secret_box
 from settler_jobs.queue import JobQueue
@@ -350,7 +350,8 @@ async def test_our_jobs_are_run_by_a_node_worker(
         "definitionId": "rdef-2",
         "runId": "run-2",
     }
-    assert first["priority"] == bullmq_priority(PriorityClass.CRITICAL, Tier.GROWTH)
+    # Fresh flows on a fresh lane: each job's priority is its flow's first tag, one step.
+    assert first["priority"] == fair_step(PriorityClass.CRITICAL, Tier.GROWTH)
     assert first["opts"]["attempts"] == 4
     assert first["opts"]["backoff"] == {"type": "exponential", "delay": 1500, "jitter": 0.5}
     assert first["attemptsMade"] == 0
@@ -362,13 +363,13 @@ async def test_our_jobs_are_run_by_a_node_worker(
         "definitionId": "rdef-1",
         "runId": "run-1",
     }
-    assert second["priority"] == bullmq_priority(PriorityClass.LOW, Tier.GROWTH)
+    assert second["priority"] == fair_step(PriorityClass.LOW, Tier.GROWTH)
     assert second["opts"]["attempts"] == 3  # the kind's default
 
     [on_express] = await consume(node_dir, settings, "reconciliation-express", 1)
     assert on_express["id"] == express.job.id
     assert on_express["data"]["tenantTier"] == "enterprise"
-    assert on_express["priority"] == bullmq_priority(PriorityClass.HIGH, Tier.ENTERPRISE)
+    assert on_express["priority"] == fair_step(PriorityClass.HIGH, Tier.ENTERPRISE)
 
     # Node's results are readable through our adapter.
     for submitted in (urgent, low, express):
@@ -423,3 +424,21 @@ async def test_a_node_worker_and_ours_share_one_queue(node_dir: Path, settings: 
         await client.aclose()
     assert len(seen_by_node) >= node_count and len(ours) == len(set(ours))
     assert seen_by_node.isdisjoint(ours) and seen_by_node | set(ours) == ids
+
+
+async def test_a_node_worker_runs_our_tenants_in_fair_order(
+    node_dir: Path, settings: Settings, job_queue: JobQueue
+) -> None:
+    # Node pops by plain priority: the fair tags alone give it the round-robin order
+    # (it ignores tenant caps: those live in our pop).
+    def sub(tenant: str, run: int) -> Submission:
+        data = {"definitionId": "rdef-1", "runId": f"{tenant}-{run}"}
+        return Submission("reconciliation", data, tenant, Tier.GROWTH)
+
+    heavy = await job_queue.submit_bulk([sub("heavy", i) for i in range(6)])
+    light = await job_queue.submit_bulk([sub("light", i) for i in range(2)])
+    seen = await consume(node_dir, settings, "reconciliation", 8)
+    h, li = [s.job.id for s in heavy], [s.job.id for s in light]
+    assert [job["id"] for job in seen] == [h[0], li[0], h[1], li[1], *h[2:]]
+    for submitted in heavy + light:
+        assert (await job_queue.get(submitted.job.id)).state is JobState.COMPLETED

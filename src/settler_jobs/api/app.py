@@ -19,7 +19,16 @@ from settler_jobs.api import errors
 from settler_jobs.api.deps import ApiContext
 from settler_jobs.api.middleware import ApiMetrics, AuditTrail, BodyLimit, RequestMetrics
 from settler_jobs.api.ratelimit import RateLimiter
-from settler_jobs.api.routers import dlq, exports, health, jobs, queues, reconciliations, webhooks
+from settler_jobs.api.routers import (
+    dlq,
+    exports,
+    health,
+    jobs,
+    queues,
+    reconciliations,
+    usage,
+    webhooks,
+)
 from settler_jobs.audit import record_audit_now
 from settler_jobs.config import Settings
 from settler_jobs.dashboard import install as install_dashboard
@@ -42,6 +51,8 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     webhooks.router,
     exports.router,
     reconciliations.router,
+    usage.router,
+    usage.admin_router,
 )
 """Versioned routers, mounted under /v1 (health and metrics sit at the root)."""
 

@@ -1,7 +1,8 @@
 """How errors become HTTP answers: one JSON shape, ``{"error": code, "detail": text}``.
 
 NotFound is 404 (another tenant's object answers exactly like a missing one), a
-state conflict 409, bad input 422, Redis down 503 with Retry-After.
+state conflict 409, bad input 422, a backlog quota refusal 429 with Retry-After, Redis
+down 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from settler_jobs.errors import InvalidJob, InvalidState, NotFound, QueueUnavailable
+from settler_jobs.errors import (
+    InvalidJob,
+    InvalidState,
+    NotFound,
+    QueueUnavailable,
+    QuotaExceeded,
+)
 from settler_jobs.net_guard import Refused
 
 RETRY_AFTER_UNAVAILABLE_S: Final = 2
@@ -69,9 +76,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def _quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuotaExceeded)
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return error_response(429, "quota_exceeded", str(exc), headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers of our error tree (and of HTTP errors) on `app`."""
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(QuotaExceeded, _quota_exceeded)
     for exc_type, status, code in _MAPPING:
         app.add_exception_handler(exc_type, _handler(status, code))
 
@@ -79,6 +93,9 @@ def install(app: FastAPI) -> None:
 ERROR_RESPONSES: Final[dict[int | str, dict[str, object]]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or revoked credentials."},
     404: {"model": ErrorOut, "description": "Not found (or not the caller's)."},
-    429: {"model": ErrorOut, "description": "Rate limited; see Retry-After."},
+    429: {
+        "model": ErrorOut,
+        "description": "Rate limited or over the backlog quota; see Retry-After.",
+    },
     503: {"model": ErrorOut, "description": "Redis unreachable; see Retry-After."},
 }

@@ -19,6 +19,7 @@ from settler_jobs.errors import (
     InvalidState,
     NotFound,
     QueueUnavailable,
+    QuotaExceeded,
     SettlerError,
 )
 from settler_jobs.net_guard import Refused
@@ -36,6 +37,7 @@ EXIT_CODES: dict[type[SettlerError], int] = {
     InvalidState: 6,
     QueueUnavailable: 5,
     ConfigError: 7,
+    QuotaExceeded: 8,
 }
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only see this tenant's objects.")]

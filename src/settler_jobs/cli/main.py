@@ -28,7 +28,15 @@ from settler_jobs.cli.common import (
     parse_data,
     run_with_services,
 )
-from settler_jobs.cli.output import emit, emit_counts, emit_dlq, emit_job, emit_jobs, emit_rows
+from settler_jobs.cli.output import (
+    emit,
+    emit_counts,
+    emit_dlq,
+    emit_job,
+    emit_jobs,
+    emit_rows,
+    emit_usage,
+)
 from settler_jobs.config import Settings
 from settler_jobs.domain import DlqStatus, JobState, PriorityClass, Tier
 
@@ -36,7 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from settler_jobs.dlq.store import DlqEntry
-    from settler_jobs.records import Submitted
+    from settler_jobs.records import Submitted, TenantUsage
     from settler_jobs.wiring import Services
 
 # Heavy modules (SQLAlchemy, Alembic, bullmq) load inside the commands that need them,
@@ -174,9 +182,26 @@ def job_retry(job_id: str, tenant: TenantOpt = None, as_json: JsonOpt = False) -
 
 
 @app.command()
-def status(as_json: JsonOpt = False) -> None:
-    """Counts per queue and state, and the oldest waiting job's age."""
-    emit_counts(run_with_services(lambda s: s.queue.counts()), as_json)
+def status(
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", help="One tenant's fair share: waiting/quota, running/cap."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts per queue and state, and the oldest waiting job's age (or one tenant's usage)."""
+    if tenant is None:
+        emit_counts(run_with_services(lambda s: s.queue.counts()), as_json)
+        return
+    tenant_id = tenant
+
+    async def usage(services: Services) -> TenantUsage:
+        from settler_jobs.tenants.directory import TenantDirectory
+
+        known = await TenantDirectory(services.sessions).get_tenant(tenant_id)
+        return await services.queue.tenant_usage(known.id, known.tier)
+
+    emit_usage(run_with_services(usage, migrate=True), as_json)
 
 
 @app.command()

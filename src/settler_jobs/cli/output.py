@@ -14,7 +14,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from settler_jobs.dlq.store import DlqEntry
-    from settler_jobs.records import JobRecord, QueueCounts
+    from settler_jobs.records import JobRecord, QueueCounts, TenantUsage
 
 _console = Console()
 
@@ -94,6 +94,27 @@ def emit_counts(counts: Sequence[QueueCounts], as_json: bool) -> None:
     for c in counts:
         age = f"{c.oldest_waiting_ms / 1000:.1f}s" if c.oldest_waiting_ms is not None else "-"
         table.add_row(c.queue, *(str(c.counts.get(s, 0)) for s in states), age)
+    _console.print(table)
+
+
+def emit_usage(usage: TenantUsage, as_json: bool) -> None:
+    """One tenant's fair share: per lane waiting, running, parked and cap hits."""
+    if as_json:
+        emit(usage.as_dict())
+        return
+    quota = str(usage.quota) if usage.quota else "unlimited"
+    cap = str(usage.cap) if usage.cap else "none"
+    table = Table(
+        title=f"{usage.tenant_id} ({usage.tier}): waiting {usage.waiting} of quota {quota}, "
+        f"running {usage.active} (cap {cap} per lane), cap hits {usage.cap_hits}"
+    )
+    table.add_column("queue", no_wrap=True)
+    for heading in ("waiting", "running", "parked", "cap hits"):
+        table.add_column(heading, justify="right")
+    for lane in usage.lanes:
+        if lane.waiting or lane.active or lane.parked or lane.cap_hits:
+            cells = (lane.waiting, lane.active, lane.parked, lane.cap_hits)
+            table.add_row(lane.queue, *(str(n) for n in cells))
     _console.print(table)
 
 

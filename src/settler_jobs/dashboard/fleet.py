@@ -60,7 +60,7 @@ async def schedules_page(request: Request, session: Operator) -> Response:
 
 @router.get("/tenants")
 async def tenants_page(request: Request, session: Operator) -> Response:
-    """Tenants with tier, backlog and failure rate (cached KPI snapshots)."""
+    """Tenants with tier, fair-share usage (live), backlog and failure rate (cached KPIs)."""
     ctx = context(request)
     queue = ctx.services.queue
     tenants = (await ctx.directory.list_tenants())[:MAX_TENANTS]
@@ -74,8 +74,15 @@ async def tenants_page(request: Request, session: Operator) -> Response:
     snapshots: dict[str, dict[str, Any]] = {
         t.id: json.loads(raw) if raw else {} for t, raw in zip(tenants, raws, strict=True)
     }
+    usage = {u.tenant_id: u for u in await queue.tenants_usage([(t.id, t.tier) for t in tenants])}
     return render(
-        request, "tenants.html", session, tenants=tenants, kpis=snapshots, capped=MAX_TENANTS
+        request,
+        "tenants.html",
+        session,
+        tenants=tenants,
+        kpis=snapshots,
+        usage=usage,
+        capped=MAX_TENANTS,
     )
 
 

@@ -16,6 +16,7 @@ from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.kinds import Registry
 from settler_jobs.queue.cluster_bulk import ClusterBulkAdder
+from settler_jobs.queue.fair import FairTagger
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_cluster import is_cluster
 
@@ -36,6 +37,12 @@ class QueueBase:
         # On a cluster, bulk adds bypass the client's thread-per-command transactions.
         self._cluster_adds = (
             ClusterBulkAdder(client, settings.queue_prefix) if is_cluster(client) else None
+        )
+        self._tagger = FairTagger(
+            client,
+            settings.queue_prefix,
+            horizon=settings.fair_horizon,
+            rebase_at=settings.fair_rebase_at,
         )
 
     async def close(self) -> None:
@@ -96,7 +103,17 @@ class QueueBase:
                 break
         if job is None or (tenant_id is not None and envelope.tenant_of(job.data) != tenant_id):
             raise NotFound(f"job {job_id!r} not found")
+        if state == "unknown" and await self._is_parked(queue_name, job_id, job.data):
+            state = "waiting"
         return _record(job, queue_name, self._registry.for_queue(queue_name).name, state)
+
+    async def _is_parked(self, queue: str, job_id: str, data: Any) -> bool:
+        """True if a tenant cap parked this waiting job (see queue/lua/pop.lua)."""
+        tenant = envelope.tenant_of(data) if isinstance(data, dict) else None
+        if tenant is None:
+            return False
+        key = self._key(queue, f"sf:park:{tenant}")
+        return await self._client.zscore(key, job_id) is not None
 
 
 def _record(job: Any, queue: str, kind: str, state: str) -> JobRecord:

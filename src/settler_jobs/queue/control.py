@@ -11,7 +11,7 @@ from typing import Final
 
 import bullmq
 
-from settler_jobs.domain import JobState
+from settler_jobs.domain import JobState, PriorityClass, Tier, fair_step
 from settler_jobs.errors import InvalidState
 from settler_jobs.queue.base import QueueBase
 from settler_jobs.records import JobRecord
@@ -29,7 +29,10 @@ class Control(QueueBase):
             record = await self._get(job_id, tenant_id)
             queue = self._queue(record.queue)
             if record.state in (JobState.WAITING, JobState.DELAYED):
+                parked = self._key(record.queue, f"sf:park:{record.tenant_id}")
+                await self._client.zrem(parked, job_id)
                 if await queue.remove(job_id, {"removeChildren": False}) == 1:
+                    await self._refund(record)
                     return JobState.CANCELLED
                 record = await self._get(job_id, tenant_id)
             if record.state is JobState.ACTIVE:
@@ -37,6 +40,14 @@ class Control(QueueBase):
                 await self._client.publish(self._key(_CANCEL_CHANNEL, "all"), message)
                 return JobState.ACTIVE
             raise InvalidState(f"job {job_id!r} is {record.state.value} and cannot be cancelled")
+
+    async def _refund(self, record: JobRecord) -> None:
+        """A cancelled waiting job gives its flow's virtual time back (its quota use too)."""
+        if not (record.tenant_id and record.tier and record.priority_class):
+            return
+        priority, tier = PriorityClass(record.priority_class), Tier(record.tier)
+        step = fair_step(priority, tier)
+        await self._tagger.refund(record.queue, record.tenant_id, priority, step)
 
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
         """Run a failed job again from the start, with its attempts reset."""

@@ -98,6 +98,7 @@ class LaneWorker:
             # Failed jobs of Node workers are kept until removed (the DLQ has a copy).
             remove_on_fail={"age": settings.keep_failed_s},
             name=f"settler-{kind}",
+            tenant_caps=_caps(settings),
         )
         self.loop = LaneLoop(
             queue,
@@ -184,6 +185,12 @@ class LaneWorker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.aclose(), _CLOSE_TIMEOUT_S)
         return clean
+
+
+def _caps(settings: Settings) -> dict[str, int] | None:
+    """The tier caps the lane's pop enforces; None (bullmq's own pop) when there are none."""
+    caps = {t: n for t, n in settings.tenant_concurrency_caps.items() if n > 0}
+    return caps if settings.fair_share and caps else None
 
 
 def where(task: asyncio.Future[Any]) -> str:

@@ -20,6 +20,7 @@ from bullmq.redis_connection import RedisConnection
 from redis.asyncio import Redis
 
 from settler_jobs.queue.cluster_route import slot_locator
+from settler_jobs.queue.fair import PatchedScript, patch_pop
 from settler_jobs.queue.pipe import Address, Arg, PipelinedConnection
 from settler_jobs.redis_cluster import is_cluster
 
@@ -43,6 +44,7 @@ class LaneOptions:
     name: str | None = None  # the worker name in CLIENT LIST
     drain_delay_s: float = 5.0  # drainDelay: longest idle block without a delayed job
     retry_s: float = 1.0  # runRetryDelay: pause after a failed fetch
+    tenant_caps: dict[str, int] | None = None  # per tier; None: bullmq's own pop, no caps
 
 
 def _now_ms() -> int:
@@ -108,7 +110,12 @@ class LaneBase:
             )
             for _ in range(2)
         )
-        scripts.commands = {n: _PipeScript(self.pipe, s) for n, s in scripts.commands.items()}
+        commands = dict(scripts.commands)
+        if options.tenant_caps is not None:
+            # The pop that parks capped tenants (queue/fair.py); bullmq's text otherwise.
+            for name in ("moveToActive", "moveToFinished"):
+                commands[name] = PatchedScript(patch_pop(commands[name].script))
+        scripts.commands = {n: _PipeScript(self.pipe, s) for n, s in commands.items()}
         self._scripts = scripts
         self._keys = scripts.keys
         self._finish_script = scripts.commands["moveToFinished"]
@@ -121,6 +128,7 @@ class LaneBase:
         )
         self._schedulers = JobScheduler(self._view)
         self._fetch_lock = asyncio.Lock()
+        self._caps_ready = asyncio.Event()  # slots fetch once the tier caps are published
         self._wake = asyncio.Event()  # set to stop an idle wait (pause, close)
         self._resumed = asyncio.Event()
         self._resumed.set()

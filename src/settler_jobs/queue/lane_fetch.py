@@ -26,6 +26,8 @@ class LaneFetcher(LaneBase):
     async def _fetch(self, token: str) -> Any:
         """The next job for an idle slot (one slot fetches at a time); None to re-check."""
         async with self._fetch_lock:
+            if not self._caps_ready.is_set():
+                await self._caps_ready.wait()
             while self._fetching():
                 limit_s = (self._limit_until - _now_ms()) / 1000
                 if limit_s > 0:

@@ -36,6 +36,7 @@ from bullmq.custom_errors import DelayedError, WaitingChildrenError
 from bullmq.scripts import raw2NextJobData
 from redis.exceptions import ConnectionError, RedisError
 
+from settler_jobs.queue.fair import lua
 from settler_jobs.queue.lane_base import _RETRY_S, LaneOptions, _now_ms, _PipeScript
 from settler_jobs.queue.lane_fetch import LaneFetcher
 from settler_jobs.queue.pipe import Arg
@@ -269,9 +270,28 @@ class LaneLoop(LaneFetcher):
 
     # ------------------------------------------------------------ stalled jobs
 
+    async def _publish_caps(self) -> None:
+        """Write the lane's per-tier caps where the patched pop reads them (none: delete)."""
+        caps = {t: n for t, n in (self._o.tenant_caps or {}).items() if n > 0}
+        key = self._keys[""] + "sf:caps"
+        try:
+            await self.pipe.execute("DEL", key)
+            if caps:
+                await self.pipe.execute("HSET", key, *(x for kv in caps.items() for x in kv))
+            else:
+                base = self._keys[""]
+                keys = (self._keys["prioritized"], base + "sf:parked")
+                await self.pipe.execute("EVAL", lua("unpark_all"), 2, *keys, base)
+        except (RedisError, OSError) as exc:
+            log.warning("lane.caps_failed", extra={"queue": self.queue, "error": str(exc)})
+        finally:
+            self._caps_ready.set()  # fetch either way; the pop then runs uncapped
+
     async def _check_stalled(self) -> None:
         """bullmq's stalled-jobs script now and every stalledInterval (as Node's worker)."""
         o = self._o
+        await self._publish_caps()  # none: deleted, so other workers' pops run uncapped too
+        self._caps_ready.set()
         while True:
             try:
                 stalled = await self._scripts.moveStalledJobsToWait(

@@ -7,23 +7,41 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+import bullmq
+
 from settler_jobs import envelope
 from settler_jobs.domain import (
     JobState,
     RetryPolicy,
+    Tier,
     bullmq_priority,
+    fair_step,
     idempotent_job_id,
     new_job_id,
     uses_express_lane,
     validate_tenant_id,
 )
-from settler_jobs.errors import InvalidJob, NotFound
+from settler_jobs.errors import InvalidJob, NotFound, QuotaExceeded
 from settler_jobs.kinds import JobKind
 from settler_jobs.queue.base import _BULK_CHUNK, QueueBase
+from settler_jobs.queue.fair import REFUSALS_KEY, Tagged
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.redis_server import redis_errors
 
 _MAX_DELAY_S: Final = 366 * 86_400
+# bullmq's key lists of its prioritized and delayed add scripts (scripts.py, 3.4.4).
+_PRIORITIZED_KEYS: Final = [
+    "marker",
+    "meta",
+    "id",
+    "prioritized",
+    "delayed",
+    "completed",
+    "active",
+    "events",
+    "pc",
+]
+_DELAYED_KEYS: Final = ["marker", "meta", "id", "delayed", "completed", "events"]
 
 
 def _retry_policy(kind: JobKind, sub: Submission) -> RetryPolicy:
@@ -97,7 +115,16 @@ class Producer(QueueBase):
                 "count": self._settings.keep_completed_count,
             },
         }
-        return _Prepared(queue, kind.name, data, opts, sub.idempotency_key is not None)
+        return _Prepared(
+            queue,
+            kind.name,
+            data,
+            opts,
+            sub.idempotency_key is not None,
+            tenant_id,
+            sub.tier,
+            Tagged(queue, tenant_id, priority, fair_step(priority, sub.tier), sub.delay_s > 0),
+        )
 
     async def submit(self, sub: Submission) -> Submitted:
         """Validate and enqueue one job; an idempotent repeat returns the existing job."""
@@ -113,28 +140,89 @@ class Producer(QueueBase):
         async with redis_errors():
             # Random ids cannot exist yet: only idempotent ones are looked up.
             existing = await self._existing([p.job_id for p in prepared if p.idempotent])
-            fresh: dict[str, list[dict[str, Any]]] = {}
             first: dict[str, int] = {}
             for index, p in enumerate(prepared):
                 if p.job_id not in existing and p.job_id not in first:
                     first[p.job_id] = index
-                    fresh.setdefault(p.queue, []).append(
-                        {"name": p.kind, "data": p.data, "opts": p.opts}
-                    )
-            for queue, jobs in fresh.items():
-                # Bounded transactions: a huge batch must not block Redis or buffer at once.
-                for start in range(0, len(jobs), _BULK_CHUNK):
-                    await self._add_bulk(queue, jobs[start : start + _BULK_CHUNK])
+            adding = [prepared[i] for i in first.values()]
+            fair = bool(adding) and self._settings.fair_share
+            if fair and len({p.queue for p in adding}) == 1 and len(adding) <= _BULK_CHUNK:
+                await self._fair_add(adding)  # the common case: one script, one round trip
+            else:
+                if fair:
+                    await self._tag(adding)
+                fresh: dict[str, list[_Prepared]] = {}
+                for p in adding:
+                    fresh.setdefault(p.queue, []).append(p)
+                for queue, jobs in fresh.items():
+                    # Bounded transactions: a huge batch must not block Redis or buffer.
+                    for start in range(0, len(jobs), _BULK_CHUNK):
+                        await self._add(queue, jobs[start : start + _BULK_CHUNK])
             return [
                 await self._outcome(p, added=first.get(p.job_id) == index)
                 for index, p in enumerate(prepared)
             ]
 
-    async def _add_bulk(self, queue: str, jobs: list[dict[str, Any]]) -> None:
+    def _quotas(
+        self, adding: list[_Prepared]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]], list[str]]:
+        """(tenant -> (quota, adds)) for all, for those with a quota, and the lanes to sum."""
+        quotas: dict[str, tuple[int, int]] = {}
+        for p in adding:
+            quota, count = quotas.get(p.tenant_id, (self._quota(p.tier), 0))
+            quotas[p.tenant_id] = (quota, count + 1)
+        checks = {t: q for t, q in quotas.items() if q[0] > 0}
+        lanes = self._registry.queues() if checks else sorted({p.queue for p in adding})
+        return quotas, checks, lanes
+
+    async def _tag(self, adding: list[_Prepared]) -> None:
+        """Fair-share priorities for the jobs about to be added; QuotaExceeded refuses all."""
+        quotas, checks, lanes = self._quotas(adding)
+        reply = await self._tagger.tag(lanes, [p.tagged for p in adding], checks)
+        await self._apply(adding, quotas, reply)
+
+    async def _fair_add(self, adding: list[_Prepared]) -> None:
+        """Tag and add jobs of one lane in one script (bullmq's add scripts inside it)."""
+        quotas, checks, lanes = self._quotas(adding)
+        q = self._queue(adding[0].queue)
+        scripts = q.backend.scripts
+        keys = scripts.getKeys(_PRIORITIZED_KEYS) + scripts.getKeys(_DELAYED_KEYS)
+        args = [
+            scripts.addJobArgs(bullmq.Job(q, p.kind, p.data, p.opts, job_id=p.job_id))
+            for p in adding
+        ]
+        reply = await self._tagger.add(lanes, [p.tagged for p in adding], checks, keys, args)
+        await self._apply(adding, quotas, reply)
+
+    async def _apply(
+        self, adding: list[_Prepared], quotas: dict[str, tuple[int, int]], reply: Any
+    ) -> None:
+        if not isinstance(reply, list):
+            tier = next(p.tier for p in adding if p.tenant_id == reply.tenant_id)
+            await self._client.hincrby(self._key(REFUSALS_KEY, "all"), tier.value, 1)
+            adds = quotas[reply.tenant_id][1]
+            retry = self._settings.quota_retry_after_s
+            raise QuotaExceeded(reply.tenant_id, reply.backlog, adds, reply.quota, retry)
+        for p, priority in zip(adding, reply, strict=True):
+            p.opts["priority"] = priority
+
+    def _quota(self, tier: Tier) -> int:
+        return self._settings.tenant_backlog_quotas.get(tier.value, 0)
+
+    async def _add(self, queue: str, jobs: list[_Prepared]) -> None:
+        """bullmq's own add scripts, one transaction per chunk (as Queue.addBulk)."""
+        q = self._queue(queue)
         if self._cluster_adds is not None:
-            await self._cluster_adds.add(self._queue(queue), jobs)
-        else:
-            await self._queue(queue).addBulk(jobs)
+            # On a cluster, bulk adds bypass the client's thread-per-command transactions.
+            dicts = [{"name": p.kind, "data": p.data, "opts": p.opts} for p in jobs]
+            await self._cluster_adds.add(q, dicts)
+            return
+        instances = [bullmq.Job(q, p.kind, p.data, p.opts, job_id=p.job_id) for p in jobs]
+        scripts = q.backend.scripts
+        async with self._client.pipeline(transaction=len(jobs) > 1) as pipe:
+            for job in instances:
+                await scripts.addJob(job, pipe)
+            await pipe.execute()
 
     async def _outcome(self, prepared: _Prepared, *, added: bool) -> Submitted:
         local = _new_record(prepared)
@@ -176,6 +264,9 @@ class _Prepared:
     data: dict[str, Any]
     opts: dict[str, Any]
     idempotent: bool
+    tenant_id: str
+    tier: Tier
+    tagged: Tagged
 
     @property
     def job_id(self) -> str:

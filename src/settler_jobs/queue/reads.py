@@ -12,7 +12,7 @@ from typing import Any, Final
 import bullmq
 
 from settler_jobs import envelope
-from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
+from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidJob
 from settler_jobs.queue.base import _BULK_CHUNK, _FIRST_FAILED, QueueBase, _record
 from settler_jobs.records import BacklogScan, JobRecord, QueueCounts, TenantBacklog
@@ -26,8 +26,9 @@ _BULLMQ_STATES: Final[dict[JobState, tuple[str, ...]]] = {
     JobState.FAILED: ("failed",),
 }
 _MAX_LIST_OFFSET: Final = 10_000
-# The priority numbers we hand out (12 shared, 4 express); see domain.bullmq_priority.
-_PRIORITY_LEVELS: Final = sorted({bullmq_priority(c, t) for c in PriorityClass for t in Tier})
+# Flow heads sit within one largest step (200) of the head's level (queue/fair.py).
+_HEAD_WINDOW: Final = 201 * 0x100000000
+_HEAD_SCAN: Final = 2000
 # BullMQ keys holding each state's job ids (list or sorted set).
 _STATE_KEYS: Final[dict[JobState, tuple[str, ...]]] = {
     JobState.WAITING: ("wait", "prioritized", "paused"),
@@ -209,7 +210,10 @@ class Reader(QueueBase):
                     "waiting", "prioritized", "paused", "delayed", "active", "completed", "failed"
                 )
                 counts = {
-                    "waiting": int(raw["waiting"]) + int(raw["prioritized"]) + int(raw["paused"]),
+                    "waiting": int(raw["waiting"])
+                    + int(raw["prioritized"])
+                    + int(raw["paused"])
+                    + await self._parked(name),
                     **{s: int(raw[s]) for s in ("delayed", "active", "completed", "failed")},
                 }
                 oldest = await self._oldest_waiting(name)
@@ -249,17 +253,23 @@ class Reader(QueueBase):
         return out
 
     async def _oldest_waiting(self, queue: str) -> int | None:
-        # Each priority level is FIFO, so its first member is its oldest job: the
-        # oldest waiting job is the oldest of those heads (plus the plain wait list).
-        # Levels we never assign (a foreign producer's) are not looked at.
+        # Each flow is FIFO and a waiting flow's head is tagged within one step of the
+        # lane's clock, so the oldest job is among the jobs of the first 201 levels (up
+        # to _HEAD_SCAN of them), the plain wait list's tail or a parked tenant's head.
+        prio = self._key(queue, "prioritized")
+        head = await self._client.zrange(prio, 0, 0, withscores=True)
         pipe = self._client.pipeline(transaction=False)
         pipe.lindex(self._key(queue, "wait"), -1)
-        for level in _PRIORITY_LEVELS:
-            base = level * 0x100000000
-            pipe.zrangebyscore(self._key(queue, "prioritized"), base, base + 0xFFFFFFFF, 0, 1)
+        if head:
+            low = int(head[0][1])
+            pipe.zrangebyscore(prio, low, low + _HEAD_WINDOW, 0, _HEAD_SCAN)
+        parked = await self._client.zrange(self._key(queue, "sf:parked"), 0, -1)
+        for tenant in parked:
+            pipe.zrange(self._key(queue, f"sf:park:{tenant!s}"), 0, 0)
         replies = await pipe.execute()
-        heads = [replies[0]] + [r[0] for r in replies[1:] if r]
-        ids = [h for h in heads if h]
+        ids = [replies[0]] if replies[0] else []
+        for reply in replies[1:]:
+            ids.extend(reply)
         if not ids:
             return None
         pipe = self._client.pipeline(transaction=False)
@@ -267,6 +277,16 @@ class Reader(QueueBase):
             pipe.hget(self._key(queue, job_id), "timestamp")
         stamps = [int(s) for s in await pipe.execute() if s]
         return min(stamps) if stamps else None
+
+    async def _parked(self, queue: str) -> int:
+        """Waiting jobs parked by tenant caps (outside BullMQ's own sets)."""
+        tenants = await self._client.zrange(self._key(queue, "sf:parked"), 0, -1)
+        if not tenants:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.zcard(self._key(queue, f"sf:park:{tenant!s}"))
+        return sum(int(n) for n in await pipe.execute())
 
     async def failed_since(self, queue: str, after_ms: int, limit: int = 500) -> list[JobRecord]:
         """Failed jobs of a lane whose failure time is at or after `after_ms`, oldest first."""

@@ -138,6 +138,10 @@ class Background:
                     self.metrics.queue_depth.labels(counts.queue, state).set(value)
                 age = (counts.oldest_waiting_ms or 0) / 1000
                 self.metrics.oldest_waiting.labels(counts.queue).set(age)
+            for tier, figures in (await self.queue.tier_totals()).items():
+                self.metrics.fair_active.labels(tier).set(figures["active"])
+                self.metrics.fair_cap_hits.labels(tier).set(figures["cap_hits"])
+                self.metrics.fair_quota_refusals.labels(tier).set(figures["quota_refusals"])
             await asyncio.sleep(_DEPTH_INTERVAL_S)
 
         await _forever(once)

@@ -9,7 +9,7 @@ import pytest
 
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
-from settler_jobs.domain import JobState, PriorityClass, Tier, bullmq_priority
+from settler_jobs.domain import JobState, PriorityClass, Tier, fair_step
 from settler_jobs.errors import InvalidJob, NotFound, PayloadTooLarge, QueueUnavailable
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue import JobQueue
@@ -29,7 +29,8 @@ def _recording_kind(name: str, seen: list[str], *, concurrency: int = 1) -> JobK
     return JobKind(name, handler, concurrency=concurrency)
 
 
-async def test_a_mixed_backlog_runs_most_important_first_and_ties_fifo(settings: Settings) -> None:
+async def test_fresh_tenants_run_most_important_first_and_ties_fifo(settings: Settings) -> None:
+    # One job per tenant: every flow is fresh, so class x tier alone orders them.
     seen: list[str] = []
     registry = Registry([_recording_kind("ordered", seen)])
     backlog = [
@@ -47,7 +48,7 @@ async def test_a_mixed_backlog_runs_most_important_first_and_ties_fifo(settings:
         (P.NORMAL, T.SCALE),
     ]
     subs = [
-        Submission("ordered", {"label": f"{i}:{c.value}/{t.value}"}, "t1", t, c)
+        Submission("ordered", {"label": f"{i}:{c.value}/{t.value}"}, f"t{i}", t, c)
         for i, (c, t) in enumerate(backlog)
     ]
     async with system(settings, registry, start=False) as sys_:
@@ -59,7 +60,7 @@ async def test_a_mixed_backlog_runs_most_important_first_and_ties_fifo(settings:
         s.data["label"]
         for _, s in sorted(
             enumerate(subs),
-            key=lambda p: (bullmq_priority(p[1].priority or P.NORMAL, p[1].tier), p[0]),
+            key=lambda p: (fair_step(p[1].priority or P.NORMAL, p[1].tier), p[0]),
         )
     ]
     assert seen == expected
@@ -231,7 +232,7 @@ async def test_a_large_bulk_submit_is_written_in_bounded_chunks(settings: Settin
     registry = Registry([_recording_kind("bulk", [])])
     async with system(settings, registry, start=False) as sys_:
         subs = [
-            Submission("bulk", {"label": str(i)}, "t1", T.FREE, idempotency_key=f"k{i % 2500}")
+            Submission("bulk", {"label": str(i)}, "t1", T.GROWTH, idempotency_key=f"k{i % 2500}")
             for i in range(5000)
         ]
         results = await sys_.queue.submit_bulk(subs)

@@ -148,7 +148,7 @@ async def test_bulk_adds_are_one_transaction_without_blocking_threads(
     assert url is not None
     queue = JobQueue(redis_client(url, cluster_settings), REGISTRY, cluster_settings)
     try:
-        subs = [Submission("cluster-kind", {"n": str(i)}, "acme", Tier.FREE) for i in range(1500)]
+        subs = [Submission("cluster-kind", {"n": str(i)}, "acme", Tier.GROWTH) for i in range(1500)]
         done = await queue.submit_bulk(subs)
         assert len({s.job.id for s in done}) == 1500 and all(s.created for s in done)
         [lane] = [c for c in await queue.counts() if c.queue == "cluster-kind"]

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs.storage.db import Transactions
+from tests.helpers import eventually
 
 Sessions = async_sessionmaker[AsyncSession]
 BATCHES: list[list[str]] = []
@@ -43,6 +44,10 @@ async def transactions(db_session_factory: Sessions) -> AsyncIterator[Transactio
         await tx.aclose()
 
 
+async def _batches() -> list[list[str]]:
+    return list(BATCHES)
+
+
 async def _stored(sessions: Sessions) -> list[str]:
     async with sessions() as session:
         rows = await session.execute(text("SELECT name FROM scratch_group ORDER BY name"))
@@ -66,7 +71,7 @@ async def test_concurrent_items_share_one_transaction_and_keep_their_own_results
 
     # A lone caller does not wait for company; callers arriving meanwhile form the next batch.
     first = asyncio.ensure_future(group.submit("d"))
-    await asyncio.sleep(0)  # the first transaction has started
+    await eventually(_batches, lambda batches: len(batches) == 2)  # "d" is being written
     later = await asyncio.gather(group.submit("e"), group.submit("f"))
     assert await first == "D" and list(later) == ["E", "F"]
     assert BATCHES[1:] == [["d"], ["e", "f"]]

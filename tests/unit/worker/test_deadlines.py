@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from settler_jobs.worker.deadlines import Deadline, Deadlines
+from tests.helpers import eventually
 
 
 async def _attempt(deadlines: Deadlines, timeout_s: float, work: asyncio.Event) -> str:
@@ -100,9 +101,14 @@ async def test_expire_cuts_a_running_attempt_short_once() -> None:
 
 async def test_finished_entries_behind_a_long_attempt_do_not_pile_up() -> None:
     deadlines = Deadlines()
+
+    async def _live() -> int:
+        return deadlines.live
+
     never = asyncio.Event()
     long = asyncio.ensure_future(_attempt(deadlines, 60, never))
-    await asyncio.sleep(0)  # let it start its deadline first
+    await eventually(_live, lambda live: live == 1)  # the long attempt's deadline is set
+
     done = asyncio.Event()
     done.set()
     for _ in range(10_000):

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import pytest
-
-from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, PriorityClass, Tier
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import Submission
-from settler_jobs.redis_server import redis_client
-from tests.e2e.slow_worker import KIND, build_registry
-from tests.e2e.test_worker_process import Workers
+from tests.e2e.fleet import Workers
+from tests.e2e.slow_worker import KIND
 from tests.helpers import eventually
 
 CAPS = json.dumps({"free": 2, "starter": 0})
-
-
-@pytest.fixture
-def workers(settings: Settings, tmp_path: Path) -> Iterator[Workers]:
-    fleet = Workers(settings, tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
-
-
-@pytest.fixture
-async def job_queue(settings: Settings) -> AsyncIterator[JobQueue]:
-    assert settings.redis_url is not None
-    queue = JobQueue(redis_client(settings.redis_url, settings), build_registry(), settings)
-    try:
-        yield queue
-    finally:
-        await queue.close()
 
 
 async def test_a_capped_tenant_never_exceeds_its_cap_while_others_wait(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from settler_jobs import envelope
 from settler_jobs.domain import Tier
@@ -60,17 +61,21 @@ class Usage(QueueBase):
         """Running jobs per (lane, tenant): active lists are as long as the slots in use."""
         out: dict[tuple[str, str], int] = {}
         for q in queues:
-            ids = await self._client.lrange(self._key(q, "active"), 0, -1)
-            if not ids:
-                continue
-            pipe = self._client.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hget(self._key(q, str(job_id)), "data")
-            for raw in await pipe.execute():
+            for raw in await self._active_data(q):
                 tenant = _tenant(raw)
                 if tenant is not None:
                     out[(q, tenant)] = out.get((q, tenant), 0) + 1
         return out
+
+    async def _active_data(self, queue: str) -> list[Any]:
+        """The data field of every job in the lane's active list."""
+        ids = await self._client.lrange(self._key(queue, "active"), 0, -1)
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self._key(queue, str(job_id)), "data")
+        return list(await pipe.execute())
 
     async def tier_totals(self) -> dict[str, dict[str, int]]:
         """Per tier: cap hits and quota refusals so far, and running jobs now (for metrics)."""
@@ -92,13 +97,7 @@ class Usage(QueueBase):
                 if str(tier) in totals:
                     totals[str(tier)]["quota_refusals"] += int(n)
             for q in queues:
-                ids = await self._client.lrange(self._key(q, "active"), 0, -1)
-                if not ids:
-                    continue
-                pipe = self._client.pipeline(transaction=False)
-                for job_id in ids:
-                    pipe.hget(self._key(q, str(job_id)), "data")
-                for raw in await pipe.execute():
+                for raw in await self._active_data(q):
                     tier = _tier(raw)
                     if tier in totals:
                         totals[tier]["active"] += 1

@@ -36,6 +36,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SETTLER_DATABASE_URL", "DATABASE_URL"),
         description="External database; unset uses SQLite in data_dir.",
     )
+    queue_backend: Literal["redis", "postgres"] = Field(
+        default="redis",
+        description="Where jobs live: redis (default) or postgres (DATABASE_URL, no Redis).",
+    )
+    queue_schema: str = Field(
+        default="bullmq",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the queue tables (BullMQ for Node's default: bullmq).",
+    )
     redis_cluster: bool = Field(
         default=False,
         description="REDIS_URL names a node of a Redis Cluster (prefix must be a {hash tag}).",
@@ -371,6 +380,23 @@ class Settings(BaseSettings):
                     f"{{settler}} (got {self.queue_prefix!r}), so each script's keys share a slot"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _postgres_ready(self) -> Settings:
+        if self.queue_backend == "postgres":
+            if not self.database_url or not self.effective_database_url.startswith("postgresql"):
+                raise ValueError(
+                    "SETTLER_QUEUE_BACKEND=postgres needs DATABASE_URL naming a PostgreSQL database"
+                )
+            if self.redis_cluster:
+                raise ValueError("SETTLER_REDIS_CLUSTER is for the Redis queue backend")
+        return self
+
+    @property
+    def queue_dsn(self) -> str:
+        """The queue database as a plain libpq URL (PostgreSQL backend only)."""
+        url = self.effective_database_url
+        return "postgresql://" + url.split("://", 1)[1]
 
     @field_validator("data_dir")
     @classmethod

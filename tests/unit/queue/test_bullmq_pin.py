@@ -24,7 +24,7 @@ SCRIPTS = {
 def test_installed_bullmq_is_the_pinned_one() -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     [pin] = [d for d in deps if re.match(r"bullmq\b", d)]
-    assert pin == f"bullmq=={version('bullmq')}"
+    assert pin == f"bullmq[postgres]=={version('bullmq')}"
 
 
 def test_the_scripts_the_lane_loop_calls_have_the_expected_layout() -> None:

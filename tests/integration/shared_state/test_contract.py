@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.asyncio import Redis
 
 from settler_jobs.config import Settings
 from settler_jobs.errors import ConfigError
@@ -216,17 +217,14 @@ async def test_counted_hashes_and_lists_expire_and_restart(state: SharedState, p
     assert await state.read_lists([recent], -1) == [["a"]]
 
 
-def test_the_backend_setting_picks_the_implementation(settings: Settings) -> None:
-    redis_default = shared_state(settings, _client(settings), None)
-    assert isinstance(redis_default, RedisState)
-    with pytest.raises(ConfigError):
-        shared_state(settings, None, None)
+async def test_the_backend_setting_picks_the_implementation(settings: Settings) -> None:
+    client = Redis.from_url(settings.redis_url or "", decode_responses=True)
+    try:
+        assert isinstance(shared_state(settings, client, None), RedisState)
+        with pytest.raises(ConfigError):
+            shared_state(settings, None, None)
+    finally:
+        await client.aclose()
     on_pg = settings.model_copy(update={"queue_backend": "postgres"})
     with pytest.raises(ConfigError):
-        shared_state(on_pg, None, None)
-
-
-def _client(settings: Settings) -> object:
-    from redis.asyncio import Redis
-
-    return Redis.from_url(settings.redis_url or "")
+        shared_state(on_pg, client, None)

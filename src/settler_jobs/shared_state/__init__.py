@@ -18,7 +18,7 @@ from settler_jobs.shared_state.port import CountBatch, SharedState
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 __all__ = ["CountBatch", "PostgresState", "RedisState", "SharedState", "shared_state"]
 
@@ -33,7 +33,8 @@ def shared_state(
     if settings.queue_backend == "postgres":
         if sessions is None:
             raise ConfigError("the postgres backend keeps shared state in the database")
-        return PostgresState(sessions)
+        engine: AsyncEngine = sessions.kw["bind"]
+        return PostgresState(engine)
     if redis is None:
         raise ConfigError("the redis backend keeps shared state in Redis")
     return RedisState(redis)

@@ -1,7 +1,8 @@
 """Shared state in the Settler database on PostgreSQL (tables in `storage.shared_state_tables`).
 
-Every operation is one statement, or one transaction where a batch needs several, so
-concurrent API processes and workers see it atomically. Time is the database's
+Every operation is one statement (on an autocommit connection: one round trip), or one
+transaction where a batch needs several, so concurrent API processes and workers see it
+atomically. Time is the database's
 (`statement_timestamp()`), as Redis's own clock is on Redis. Expired rows are invisible
 to reads; `purge_expired` deletes them (the workers call it once a minute).
 """
@@ -13,9 +14,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from settler_jobs.errors import QueueUnavailable
 from settler_jobs.shared_state.port import CountBatch
@@ -126,6 +127,7 @@ FROM unnest(CAST(:members AS text[]), CAST(:scores AS bigint[])) AS t(member, sc
 GROUP BY member
 ON CONFLICT (board, member) DO UPDATE SET score = GREATEST(s.score, excluded.score)
 """
+_FORGET_SCORES: Final = "DELETE FROM shared_scores WHERE board = :board AND score <= :upto"
 _MEMBERS_SINCE: Final = """
 SELECT member FROM shared_scores
 WHERE board = :board AND score >= :since ORDER BY score, member LIMIT :limit
@@ -142,26 +144,18 @@ SELECT (SELECT count(*) FROM gone_values) + (SELECT count(*) FROM gone)
 class PostgresState:
     """`SharedState` on the Settler database (PostgreSQL through asyncpg)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
-            raise QueueUnavailable(
-                f"the database is unreachable ({type(exc).__name__}); nothing was changed"
-            ) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise QueueUnavailable("the database connection was lost") from exc
-            raise
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        async with _unavailable_when_unreachable(), self._engine.begin() as connection:
+            yield connection
 
     async def _rows(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
-        async with self._tx() as session:
-            return list((await session.execute(text(sql), params)).all())
+        async with _unavailable_when_unreachable(), self._autocommit.connect() as connection:
+            return list((await connection.execute(_text(sql), params)).all())
 
     async def put(self, key: str, value: str, ttl_ms: int, *, only_new: bool = False) -> bool:
         sql = _PUT + (f"WHERE NOT {_LIVE_V} " if only_new else "") + "RETURNING 1"
@@ -215,8 +209,8 @@ class PostgresState:
         if not keys:
             return
         values = [value for items in lists.values() for value in items]
-        async with self._tx() as session:
-            await _push(session, keys, values, list(lists), keep)
+        async with self._tx() as connection:
+            await _push(connection, keys, values, list(lists), keep)
 
     async def read_lists(self, keys: Sequence[str], count: int) -> list[list[str]]:
         out: dict[str, list[str]] = {key: [] for key in keys}
@@ -230,13 +224,13 @@ class PostgresState:
             for name, amount in pairs:
                 totals[(key, name)] = totals.get((key, name), 0) + int(amount)
         touched = [*batch.counters, *batch.lists]
-        async with self._tx() as session:
-            run = session.execute
+        async with self._tx() as connection:
+            run = connection.execute
             if touched:
-                await run(text(_DROP_EXPIRED_OF), {"keys": touched})
+                await run(_text(_DROP_EXPIRED_OF), {"keys": touched})
             if totals:
                 await run(
-                    text(_ADD_COUNTS),
+                    _text(_ADD_COUNTS),
                     {
                         "keys": [key for key, _ in totals],
                         "names": [name for _, name in totals],
@@ -246,12 +240,12 @@ class PostgresState:
             keys = [key for key, values in batch.lists.items() for _ in values]
             if keys:
                 values = [value for items in batch.lists.values() for value in items]
-                await _push(session, keys, values, list(batch.lists), batch.keep)
+                await _push(connection, keys, values, list(batch.lists), batch.keep)
             if touched:
-                await run(text(_SET_EXPIRY), {"keys": touched, "ttl_s": batch.ttl_s})
+                await run(_text(_SET_EXPIRY), {"keys": touched, "ttl_s": batch.ttl_s})
             if batch.scores:
                 await run(
-                    text(_RAISE_SCORES),
+                    _text(_RAISE_SCORES),
                     {
                         "board": batch.board,
                         "members": [member for _, member in batch.scores],
@@ -262,13 +256,10 @@ class PostgresState:
     async def members_since(
         self, board: str, since: int, limit: int, *, forget_upto: int
     ) -> list[str]:
-        async with self._tx() as session:
-            await session.execute(
-                text("DELETE FROM shared_scores WHERE board = :board AND score <= :upto"),
-                {"board": board, "upto": forget_upto},
-            )
+        async with self._tx() as connection:
+            await connection.execute(_text(_FORGET_SCORES), {"board": board, "upto": forget_upto})
             params = {"board": board, "since": since, "limit": limit}
-            rows = (await session.execute(text(_MEMBERS_SINCE), params)).all()
+            rows = (await connection.execute(_text(_MEMBERS_SINCE), params)).all()
         return [str(row[0]) for row in rows]
 
     async def ping(self) -> None:
@@ -279,8 +270,33 @@ class PostgresState:
         return int(removed)
 
 
+@asynccontextmanager
+async def _unavailable_when_unreachable() -> AsyncIterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+        raise QueueUnavailable(
+            f"the database is unreachable ({type(exc).__name__}); nothing was changed"
+        ) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise QueueUnavailable("the database connection was lost") from exc
+        raise
+
+
+_TEXTS: dict[str, TextClause] = {}
+
+
+def _text(sql: str) -> TextClause:
+    """The statement object of `sql`, made once (the statements here are constants)."""
+    found = _TEXTS.get(sql)
+    if found is None:
+        found = _TEXTS[sql] = text(sql)
+    return found
+
+
 async def _push(
-    session: AsyncSession, keys: list[str], values: list[str], lists: list[str], keep: int
+    connection: AsyncConnection, keys: list[str], values: list[str], lists: list[str], keep: int
 ) -> None:
-    await session.execute(text(_PUSH), {"keys": keys, "values": values})
-    await session.execute(text(_TRIM), {"keys": lists, "keep": keep})
+    await connection.execute(_text(_PUSH), {"keys": keys, "values": values})
+    await connection.execute(_text(_TRIM), {"keys": lists, "keep": keep})

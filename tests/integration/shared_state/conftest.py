@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from settler_jobs.shared_state import PostgresState, RedisState, SharedState
-from settler_jobs.storage.db import create_engine, session_factory
+from settler_jobs.storage.db import create_engine
 
 
 @pytest.fixture(params=["redis", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -38,6 +38,6 @@ async def state(backend: str | None, redis_url: str, prefix: str) -> AsyncIterat
         return
     engine = create_engine(backend)
     try:
-        yield PostgresState(session_factory(engine))
+        yield PostgresState(engine)
     finally:
         await engine.dispose()

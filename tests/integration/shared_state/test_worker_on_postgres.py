@@ -55,7 +55,7 @@ async def test_worker_state_lives_in_the_database(pg_settings: Settings) -> None
     registry = Registry([JobKind("ok", _ok), default_registry().get("cache-warming")])
     prefix = pg_settings.queue_prefix
     async with system(pg_settings, registry) as sys_:
-        state = PostgresState(sys_.sessions)
+        state = PostgresState(sys_.sessions.kw["bind"])
         workers = await eventually(
             lambda: heartbeat.live_workers(state, prefix), lambda found: len(found) == 1
         )

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from settler_jobs import heartbeat
 from settler_jobs.alerts import depth_history
@@ -18,6 +20,7 @@ from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.registry import default_registry
 from settler_jobs.shared_state import PostgresState
+from settler_jobs.storage.db import create_engine
 from settler_jobs.tenants import kpi
 from settler_jobs.tenants.stats import tenants_key
 from tests.harness import system
@@ -51,11 +54,28 @@ def pg_settings(settings: Settings, postgres_database: str) -> Settings:
     )
 
 
+async def _stored(engine: AsyncEngine, key: str) -> int:
+    """Rows under `key`, expired or not (what the purge removes)."""
+    async with engine.connect() as connection:
+        sql = text("SELECT count(*) FROM shared_values WHERE key = :key")
+        return int((await connection.execute(sql, {"key": key})).scalar_one())
+
+
 async def test_worker_state_lives_in_the_database(pg_settings: Settings) -> None:
     registry = Registry([JobKind("ok", _ok), default_registry().get("cache-warming")])
     prefix = pg_settings.queue_prefix
+    stale = f"{prefix}:stale"
+    engine = create_engine(pg_settings.effective_database_url)
+    try:
+        await PostgresState(engine).put(stale, "gone soon", 1)
+        assert await _stored(engine, stale) == 1
+    finally:
+        await engine.dispose()
     async with system(pg_settings, registry) as sys_:
-        state = PostgresState(sys_.sessions.kw["bind"])
+        bound: AsyncEngine = sys_.sessions.kw["bind"]
+        state = PostgresState(bound)
+        # The worker writing the minute's depth sample purges expired rows.
+        await eventually(lambda: _stored(bound, stale), lambda n: n == 0)
         workers = await eventually(
             lambda: heartbeat.live_workers(state, prefix), lambda found: len(found) == 1
         )

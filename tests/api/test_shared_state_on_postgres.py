@@ -1,5 +1,6 @@
 """The API with SETTLER_QUEUE_BACKEND=postgres keeps its rate-limit buckets and reads worker
-heartbeats in the database: 429s come from rows of `shared_values`, /readyz has no Redis."""
+heartbeats in the database: 429s come from rows of `shared_values`, /readyz has no Redis,
+and the dashboard's login throttle counts failures there."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import text
 
 from settler_jobs.config import Settings
 from settler_jobs.storage.db import create_engine
-from tests.api.live import auth, live_api
+from tests.api.live import OPERATOR_TOKEN, auth, live_api
 from tests.integration.conftest import postgres_database  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.postgres
@@ -55,3 +56,20 @@ async def test_rate_limits_and_readiness_use_the_database(pg_settings: Settings)
         checks = ready.json()["checks"]
         assert checks == {"database": "ok", "workers": "LookupError: no worker heartbeat"}
     assert await _buckets(pg_settings) == [f"{pg_settings.queue_prefix}:settler:ratelimit:acme-pg"]
+
+
+async def test_dashboard_login_failures_are_throttled(pg_settings: Settings) -> None:
+    async with live_api(pg_settings) as live:
+        form = await live.http.get("/dashboard/login")
+        assert form.status_code == 200
+
+        async def attempt(token: str) -> int:
+            nonce = live.http.cookies["settler_dash_login"]  # each answer sets a new one
+            answer = await live.http.post(
+                "/dashboard/login", data={"csrf": nonce, "token": token}, follow_redirects=False
+            )
+            return answer.status_code
+
+        assert [await attempt("wrong") for _ in range(10)] == [401] * 10
+        assert await attempt("wrong") == 429
+        assert await attempt(OPERATOR_TOKEN) == 429  # even the right token waits

@@ -33,6 +33,7 @@ KERNEL: Final = frozenset(
         "redis_server",
         "resources",
         "secrets_box",
+        "shared_state",
     }
 )
 """What every capability may use: handler context, shared handles, connections, keys."""

@@ -1,4 +1,5 @@
-"""Worker heartbeats: each worker process announces itself in Redis under a key with a TTL.
+"""Worker heartbeats: each worker process announces itself in the shared state under a key
+with a TTL (Redis, or the database on the postgres backend).
 
 ``<prefix>:settler:workers:<id>`` holds a JSON `WorkerInfo`, rewritten every few
 seconds and gone a few beats after the process stops (or at once on a clean stop).
@@ -15,9 +16,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from settler_jobs.shared_state import SharedState
 
-_SCAN_COUNT: Final = 500
 _MAX_WORKERS: Final = 10_000
 TTL_BEATS: Final = 3
 """A worker counts as alive for this many heartbeat intervals after its last beat."""
@@ -25,7 +25,12 @@ TTL_BEATS: Final = 3
 
 def workers_pattern(prefix: str) -> str:
     """The key pattern of every heartbeat under a queue prefix."""
-    return f"{prefix}:settler:workers:*"
+    return f"{workers_key_prefix(prefix)}*"
+
+
+def workers_key_prefix(prefix: str) -> str:
+    """What every heartbeat key under a queue prefix starts with."""
+    return f"{prefix}:settler:workers:"
 
 
 def heartbeat_key(prefix: str, worker_id: str) -> str:
@@ -84,26 +89,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def beat(client: Redis, prefix: str, info: WorkerInfo, interval_s: float) -> None:
+async def beat(state: SharedState, prefix: str, info: WorkerInfo, interval_s: float) -> None:
     """Write one heartbeat that expires after `TTL_BEATS` intervals."""
     ttl_ms = max(1000, round(interval_s * TTL_BEATS * 1000))
-    await client.set(heartbeat_key(prefix, info.id), info.to_json(), px=ttl_ms)
+    await state.put(heartbeat_key(prefix, info.id), info.to_json(), ttl_ms)
 
 
-async def forget(client: Redis, prefix: str, worker_id: str) -> None:
+async def forget(state: SharedState, prefix: str, worker_id: str) -> None:
     """Remove a worker's heartbeat (a clean stop)."""
-    await client.delete(heartbeat_key(prefix, worker_id))
+    await state.delete(heartbeat_key(prefix, worker_id))
 
 
-async def live_workers(client: Redis, prefix: str) -> list[WorkerInfo]:
+async def live_workers(state: SharedState, prefix: str) -> list[WorkerInfo]:
     """Every worker whose heartbeat has not expired, by id."""
-    keys: list[str] = []
-    async for key in client.scan_iter(match=workers_pattern(prefix), count=_SCAN_COUNT):
-        keys.append(str(key))
-        if len(keys) >= _MAX_WORKERS:
-            break
-    if not keys:
-        return []
-    values = await client.mget(keys)
-    infos = [WorkerInfo.from_json(v) for v in values if isinstance(v, str)]
+    values = await state.values_under(workers_key_prefix(prefix), _MAX_WORKERS)
+    infos = [WorkerInfo.from_json(v) for v in values]
     return sorted((i for i in infos if i is not None), key=lambda i: i.id)

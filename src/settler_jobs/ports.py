@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from settler_jobs.domain import JobState
     from settler_jobs.records import BacklogScan, JobRecord, Submission, Submitted
 
@@ -31,9 +29,6 @@ class Submitter(Protocol):
 
 class QueueOps(Protocol):
     """Queue-wide reads and cleanup for system jobs (cache warming, retention)."""
-
-    @property
-    def client(self) -> Redis: ...
 
     @property
     def key_prefix(self) -> str: ...

@@ -24,6 +24,7 @@ from settler_jobs.keyring import secret_box
 from settler_jobs.net_guard import guarded_client, outbound_policy
 from settler_jobs.ports import QueueOps, Submitter
 from settler_jobs.secrets_box import SecretBox
+from settler_jobs.shared_state import SharedState
 from settler_jobs.storage.db import Transactions
 
 
@@ -37,6 +38,8 @@ class Resources:
     rng: random.Random = field(default_factory=random.Random)
     queue_ops: QueueOps | None = None
     """Set in worker processes (the worker's queue); system jobs need it."""
+    shared_state: SharedState | None = None
+    """Set in worker processes: the KPI cache and tenant accounting live there."""
     _box: SecretBox | None = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _transactions: Transactions | None = field(default=None, repr=False)
@@ -83,6 +86,12 @@ class Resources:
         if self.queue_ops is None:
             raise ConfigError("this job needs the queue's own operations (run it in a worker)")
         return self.queue_ops
+
+    def require_shared_state(self) -> SharedState:
+        """The shared state, or ConfigError where none was given."""
+        if self.shared_state is None:
+            raise ConfigError("this job needs the shared state (run it in a worker)")
+        return self.shared_state
 
     def now(self) -> datetime:
         """The current time (UTC)."""

@@ -26,6 +26,7 @@ from settler_jobs.redis_server import (
     resolve_redis_url,
 )
 from settler_jobs.registry import default_registry
+from settler_jobs.shared_state import SharedState, shared_state
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.files import object_store
 from settler_jobs.storage.migrate import upgrade_async
@@ -43,6 +44,12 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     embedded: EmbeddedRedis | None
+
+    @cached_property
+    def state(self) -> SharedState:
+        """Heartbeats, alerts, KPI cache and accounting (Redis, or the database on postgres)."""
+        redis = self.queue.client if self.settings.queue_backend == "redis" else None
+        return shared_state(self.settings, redis, self.sessions)
 
     @cached_property
     def webhooks(self) -> Webhooks:

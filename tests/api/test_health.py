@@ -6,6 +6,7 @@ import redis.asyncio
 
 from settler_jobs import heartbeat
 from settler_jobs.config import Settings
+from settler_jobs.shared_state import RedisState
 from tests.api.kinds import registry
 from tests.api.live import LiveApi, auth, live_api
 from tests.harness import system
@@ -31,12 +32,12 @@ async def test_readyz_needs_a_heartbeating_worker(api_settings: Settings) -> Non
         }
         client = redis.asyncio.from_url(fast.redis_url or "", decode_responses=True)
         try:
-            [info] = await heartbeat.live_workers(client, fast.queue_prefix)
+            [info] = await heartbeat.live_workers(RedisState(client), fast.queue_prefix)
             assert info.id == sys_.runtime.worker_id
             assert "echo" in info.lanes and info.concurrency > 0 and info.running == 0
             await sys_.runtime.stop(1)
             # A clean stop removes the heartbeat at once.
-            assert await heartbeat.live_workers(client, fast.queue_prefix) == []
+            assert await heartbeat.live_workers(RedisState(client), fast.queue_prefix) == []
         finally:
             await client.aclose()
         assert (await live.http.get("/readyz")).status_code == 503
@@ -46,10 +47,10 @@ async def test_heartbeat_expires_when_a_worker_stops_beating(settings: Settings)
     client = redis.asyncio.from_url(settings.redis_url or "", decode_responses=True)
     info = heartbeat.WorkerInfo("w1", "host", 1, ("echo",), 3, 0, 1, 1)
     try:
-        await heartbeat.beat(client, settings.queue_prefix, info, interval_s=0.4)
-        assert await heartbeat.live_workers(client, settings.queue_prefix) == [info]
+        await heartbeat.beat(RedisState(client), settings.queue_prefix, info, interval_s=0.4)
+        assert await heartbeat.live_workers(RedisState(client), settings.queue_prefix) == [info]
         await eventually(
-            lambda: heartbeat.live_workers(client, settings.queue_prefix),
+            lambda: heartbeat.live_workers(RedisState(client), settings.queue_prefix),
             lambda found: found == [],
             timeout_s=5,
         )

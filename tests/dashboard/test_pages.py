@@ -7,6 +7,7 @@ from playwright.async_api import expect
 from settler_jobs.alerts import depth_history
 from settler_jobs.domain import Tier
 from settler_jobs.records import Submission
+from settler_jobs.shared_state import RedisState
 from tests.dashboard.conftest import Dash
 from tests.helpers import eventually
 
@@ -21,7 +22,7 @@ async def test_overview_workers_tenants_schedules_and_job_search(dash: Dash) -> 
         await eventually(lambda s=sub: queue.get(s.job.id), lambda r: r.state.value == "completed")  # type: ignore[misc]
     # The workers' depth loop samples once a minute; wait for a sample to exist.
     await eventually(
-        lambda: depth_history.read(queue.client, queue.key_prefix, ["echo"], 60),
+        lambda: depth_history.read(RedisState(queue.client), queue.key_prefix, ["echo"], 60),
         lambda found: bool(found["echo"]),
     )
     await dash.login()

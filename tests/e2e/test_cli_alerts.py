@@ -10,6 +10,7 @@ from settler_jobs.config import Settings
 from settler_jobs.queue import JobQueue
 from settler_jobs.redis_server import redis_client
 from settler_jobs.registry import default_registry
+from settler_jobs.shared_state import RedisState
 from tests.e2e.cli_runner import Cli
 
 
@@ -18,7 +19,7 @@ def _store_alert_and_beat(settings: Settings) -> None:
         assert settings.redis_url is not None
         queue = JobQueue(redis_client(settings.redis_url, settings), default_registry(), settings)
         try:
-            client = queue.client
+            client = RedisState(queue.client)
             info = heartbeat.WorkerInfo("w1", "h", 1, ("q",), 1, 0, 0, heartbeat.now_ms())
             await heartbeat.beat(client, settings.queue_prefix, info, 60)
             stuck = alerts.Condition("ActiveJobStuck", {"queue": "email"}, 4000, 1800, "stuck")

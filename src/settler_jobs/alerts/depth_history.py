@@ -1,8 +1,8 @@
-"""A per-minute history of queue depth: one capped Redis list per lane.
+"""A per-minute history of queue depth: one capped shared list per lane.
 
-Any number of workers may call `record` every few seconds: a per-minute `SET NX` lets
-one of them write the minute's sample, so a lane holds at most one sample a minute and
-at most `KEEP` samples (two hours).
+Any number of workers may call `record` every few seconds: a per-minute claim (a value
+stored only if new) lets one of them write the minute's sample, so a lane holds at most
+one sample a minute and at most `KEEP` samples (two hours).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
-
 from settler_jobs.records import QueueCounts
+from settler_jobs.shared_state import SharedState
 
 KEEP: Final = 120
 
@@ -33,30 +32,30 @@ def _key(prefix: str, queue: str) -> str:
     return f"{prefix}:settler:depth:{queue}"
 
 
-async def record(client: Redis, prefix: str, counts: Sequence[QueueCounts], now_s: float) -> bool:
+async def record(
+    state: SharedState, prefix: str, counts: Sequence[QueueCounts], now_s: float
+) -> bool:
     """Store this minute's sample unless another process did; True if this call wrote it."""
     minute = int(now_s // 60)
-    if not await client.set(f"{prefix}:settler:depth-sampled:{minute}", "1", nx=True, ex=180):
+    claim = f"{prefix}:settler:depth-sampled:{minute}"
+    if not await state.put(claim, "1", 180_000, only_new=True):
         return False
-    pipe = client.pipeline(transaction=False)
+    samples: dict[str, list[str]] = {}
     for c in counts:
         sample = [minute, c.counts.get("waiting", 0), c.counts.get("active", 0)]
         sample.append(c.counts.get("delayed", 0))
-        pipe.lpush(_key(prefix, c.queue), json.dumps(sample))
-        pipe.ltrim(_key(prefix, c.queue), 0, KEEP - 1)
-    await pipe.execute()
+        samples.setdefault(_key(prefix, c.queue), []).append(json.dumps(sample))
+    await state.push_capped(samples, KEEP)
     return True
 
 
 async def read(
-    client: Redis, prefix: str, queues: Sequence[str], minutes: int = 60
+    state: SharedState, prefix: str, queues: Sequence[str], minutes: int = 60
 ) -> dict[str, list[DepthSample]]:
     """The samples of the last `minutes` per lane, oldest first."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.lrange(_key(prefix, queue), 0, minutes - 1)
+    keys = [_key(prefix, queue) for queue in queues]
     out: dict[str, list[DepthSample]] = {}
-    for queue, raws in zip(queues, await pipe.execute(), strict=True):
+    for queue, raws in zip(queues, await state.read_lists(keys, minutes), strict=True):
         samples = []
         for raw in reversed(raws):
             try:

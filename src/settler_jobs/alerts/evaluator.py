@@ -2,12 +2,12 @@
 checked by the workers themselves, with operator notifications.
 
 Every worker runs `cycle` each `alert_interval_s` (see `worker.background`): it takes
-a `Snapshot`, exports it as gauges, and, if it wins the short Redis lease (one
+a `Snapshot`, exports it as gauges, and, if it wins the short shared lease (one
 evaluator per interval across all workers), evaluates the conditions against the
 settings' thresholds (the rules file's defaults) and updates the active alerts.
 Like a rule's ``for:``, a condition is "pending" until it held `alert_for_s`.
 
-Active alerts live in the hash ``<prefix>:settler:alerts``, one JSON field per alert
+Active alerts live in the shared hash ``<prefix>:settler:alerts``, one JSON field per alert
 (name plus labels), with `since`, `last_seen`, the latest `value` and when operators
 were last told. Operators are told once per episode when an alert fires and once when
 it resolves (by email to `alert_emails` and/or a signed POST to `alert_webhook_url`);
@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
-from redis.asyncio import Redis
 
 from settler_jobs import heartbeat
 from settler_jobs.alerts.probes import Snapshot
@@ -39,6 +38,7 @@ from settler_jobs.emails import send_email
 from settler_jobs.net_guard import guarded_client, outbound_policy
 from settler_jobs.ports import Submitter
 from settler_jobs.scheduling import SYSTEM_TENANT
+from settler_jobs.shared_state import SharedState
 from settler_jobs.webhooks import DEFAULT_USER_AGENT, json_body, sign_headers
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ _MAX_ALERTS: Final = 1000
 
 
 def alerts_key(prefix: str) -> str:
-    """The Redis hash of active alerts."""
+    """The shared hash of active alerts."""
     return f"{prefix}:settler:alerts"
 
 
@@ -177,7 +177,7 @@ def _no_workers(alive: int, minimum: int) -> Condition:
     )
 
 
-async def active_alerts(client: Redis, settings: Settings) -> list[ActiveAlert]:
+async def active_alerts(state: SharedState, settings: Settings) -> list[ActiveAlert]:
     """The firing alerts, oldest first, plus `NoWorkerHeartbeat` read live.
 
     Read by the dashboard and `settler-jobs alerts list`; never raises for a damaged
@@ -186,11 +186,11 @@ async def active_alerts(client: Redis, settings: Settings) -> list[ActiveAlert]:
     now = datetime.now(UTC)
     out = [
         alert
-        for entry in (await _load(client, settings.queue_prefix)).values()
+        for entry in (await _load(state, settings.queue_prefix)).values()
         if entry.get("resolved_ms") is None and (alert := _active(entry)) is not None
     ]
     if not any(a.alert == "NoWorkerHeartbeat" for a in out) and settings.alert_min_workers:
-        alive = len(await heartbeat.live_workers(client, settings.queue_prefix))
+        alive = len(await heartbeat.live_workers(state, settings.queue_prefix))
         if alive < settings.alert_min_workers:
             c = _no_workers(alive, settings.alert_min_workers)
             out.append(
@@ -221,8 +221,8 @@ def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-async def _load(client: Redis, prefix: str) -> dict[str, dict[str, Any]]:
-    raw = await client.hgetall(alerts_key(prefix))
+async def _load(state: SharedState, prefix: str) -> dict[str, dict[str, Any]]:
+    [raw] = await state.read_hashes([alerts_key(prefix)])
     out: dict[str, dict[str, Any]] = {}
     for field_name, text in list(raw.items())[:_MAX_ALERTS]:
         try:
@@ -234,16 +234,10 @@ async def _load(client: Redis, prefix: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def lead(client: Redis, prefix: str, holder: str, interval_s: float) -> bool:
+async def lead(state: SharedState, prefix: str, holder: str, interval_s: float) -> bool:
     """Take (or keep) the evaluator lease for one interval; True if this process holds it."""
-    key = _lease_key(prefix)
     ttl_ms = max(100, round(interval_s * 2000))  # the holder renews it every cycle
-    if await client.set(key, holder, px=ttl_ms, nx=True):
-        return True
-    if await client.get(key) == holder:
-        await client.pexpire(key, ttl_ms)
-        return True
-    return False
+    return await state.lead(_lease_key(prefix), holder, ttl_ms)
 
 
 class Notifier:
@@ -327,12 +321,12 @@ def _notice(event: str, entry: Mapping[str, Any], now_ms: int) -> dict[str, Any]
 
 
 async def update(
-    client: Redis, settings: Settings, conditions: list[Condition], notifier: Notifier
+    state: SharedState, settings: Settings, conditions: list[Condition], notifier: Notifier
 ) -> None:
     """Record `conditions` as the active alerts and notify new, repeated and resolved ones."""
     prefix = settings.queue_prefix
     now_ms = heartbeat.now_ms()
-    stored = await _load(client, prefix)
+    stored = await _load(state, prefix)
     repeat_ms = settings.alert_repeat_s * 1000
     for_ms = settings.alert_for_s * 1000
     for c in conditions[:_MAX_ALERTS]:
@@ -359,27 +353,27 @@ async def update(
             repeats = int(entry.get("repeats", 0)) + (0 if notified is None else 1)
             if await notifier.send("firing", {**entry, "repeats": repeats}, now_ms):
                 entry.update(notified_ms=now_ms, repeats=repeats)
-        await client.hset(alerts_key(prefix), c.key, json.dumps(entry))
+        await state.hash_put(alerts_key(prefix), c.key, json.dumps(entry))
     for key, entry in stored.items():  # no longer holding: resolved
         entry.setdefault("resolved_ms", now_ms)
         if entry.get("notified_ms") is None or not notifier.configured:
-            await client.hdel(alerts_key(prefix), key)
+            await state.hash_delete(alerts_key(prefix), key)
         elif await notifier.send("resolved", entry, now_ms):
-            await client.hdel(alerts_key(prefix), key)
+            await state.hash_delete(alerts_key(prefix), key)
             log.info("alert.resolved", extra={"alert": key})
         else:
-            await client.hset(alerts_key(prefix), key, json.dumps(entry))
+            await state.hash_put(alerts_key(prefix), key, json.dumps(entry))
 
 
 async def cycle(
     probe: Callable[[], Awaitable[Snapshot]],
-    client: Redis,
+    state: SharedState,
     settings: Settings,
     holder: str,
     notifier: Notifier,
 ) -> Snapshot:
     """One evaluation: `probe()` gives the snapshot; only the lease holder updates alerts."""
     snapshot = await probe()
-    if await lead(client, settings.queue_prefix, holder, settings.alert_interval_s):
-        await update(client, settings, evaluate(snapshot, settings), notifier)
+    if await lead(state, settings.queue_prefix, holder, settings.alert_interval_s):
+        await update(state, settings, evaluate(snapshot, settings), notifier)
     return snapshot

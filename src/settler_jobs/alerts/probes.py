@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +21,7 @@ from settler_jobs.domain import DlqStatus
 from settler_jobs.metrics import Metrics
 from settler_jobs.queue import JobQueue
 from settler_jobs.scheduling import configured, last_runs, missed_reason
+from settler_jobs.shared_state import SharedState
 from settler_jobs.storage.schedule_tables import ScheduleRunRow
 from settler_jobs.storage.tables import DlqEntryRow
 
@@ -56,12 +56,12 @@ class Snapshot:
 async def take(
     queue: JobQueue,
     sessions: async_sessionmaker[AsyncSession],
-    client: Redis,
+    state: SharedState,
     settings: Settings,
     *,
     worker_id: str | None = None,
 ) -> Snapshot:
-    """Read the current state (Redis and the database); bounded reads only.
+    """Read the current state (queue, shared state, database); bounded reads only.
 
     `worker_id`, the process taking the snapshot, counts as alive even before its
     first heartbeat is written.
@@ -79,7 +79,7 @@ async def take(
         )
         for c in await queue.counts()
     }
-    live = {w.id for w in await heartbeat.live_workers(client, settings.queue_prefix)}
+    live = {w.id for w in await heartbeat.live_workers(state, settings.queue_prefix)}
     alive = len(live | ({worker_id} if worker_id else set()))
     enabled = [s for s in configured(settings) if s.enabled]
     infos = {i.id: i for i in await queue.list_schedules()}

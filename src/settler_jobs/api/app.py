@@ -37,6 +37,7 @@ from settler_jobs.kinds import Registry
 from settler_jobs.net_guard import Resolver, outbound_policy
 from settler_jobs.reconcile.service import Reconciliations
 from settler_jobs.redis_server import redis_client
+from settler_jobs.shared_state import shared_state
 from settler_jobs.tenants.directory import TenantDirectory
 from settler_jobs.webhooks.service import Webhooks
 from settler_jobs.wiring import open_services
@@ -99,6 +100,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(own, registry, migrate=migrate, check_redis=False) as services:
             client = redis_client(services.redis_url, own)
+            state = shared_state(own, client, services.sessions)
             hooks = Webhooks(
                 services.sessions,
                 services.queue,
@@ -109,9 +111,9 @@ def create_app(
             app.state.ctx = ApiContext(
                 settings=own,
                 services=services,
-                redis=client,
+                state=state,
                 directory=TenantDirectory(services.sessions),
-                limiter=RateLimiter(client, own),
+                limiter=RateLimiter(state, own),
                 webhooks=hooks,
                 metrics_registry=metrics_registry,
                 metrics=metrics,

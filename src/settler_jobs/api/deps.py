@@ -15,13 +15,13 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from settler_jobs.api.middleware import ApiMetrics
 from settler_jobs.api.ratelimit import RateLimiter
 from settler_jobs.config import Settings
 from settler_jobs.exports.service import Exports
 from settler_jobs.reconcile.service import Reconciliations
+from settler_jobs.shared_state import SharedState
 from settler_jobs.tenants.directory import Principal, TenantDirectory
 from settler_jobs.webhooks.service import Webhooks
 from settler_jobs.wiring import Services
@@ -45,7 +45,8 @@ class ApiContext:
 
     settings: Settings
     services: Services
-    redis: Redis
+    state: SharedState
+    """Heartbeats, rate-limit buckets, dashboard sessions, KPI cache (Redis or PostgreSQL)."""
     directory: TenantDirectory
     limiter: RateLimiter
     webhooks: Webhooks

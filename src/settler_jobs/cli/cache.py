@@ -13,7 +13,7 @@ from settler_jobs.cli.output import emit
 if TYPE_CHECKING:
     from settler_jobs.wiring import Services
 
-app = typer.Typer(help="Per-tenant KPI snapshots cached in Redis.", no_args_is_help=True)
+app = typer.Typer(help="Per-tenant KPI snapshots in the shared cache.", no_args_is_help=True)
 
 
 @app.command("warm")
@@ -28,7 +28,9 @@ def warm(
 
     async def work(services: Services) -> dict[str, Any]:
         targets = [tenant] if tenant is not None else None
-        return await kpi.warm(services.queue, services.settings, datetime.now(UTC), targets)
+        return await kpi.warm(
+            services.queue, services.state, services.settings, datetime.now(UTC), targets
+        )
 
     report = run_with_services(work)
     if as_json:
@@ -48,8 +50,12 @@ def show(
     async def work(services: Services) -> dict[str, Any]:
         now = datetime.now(UTC)
         return {
-            "kpi": await kpi.kpi_snapshot(services.queue, services.settings, tenant, now),
-            "recent": await kpi.recent_jobs(services.queue, services.settings, tenant, now),
+            "kpi": await kpi.kpi_snapshot(
+                services.queue, services.state, services.settings, tenant, now
+            ),
+            "recent": await kpi.recent_jobs(
+                services.queue, services.state, services.settings, tenant, now
+            ),
         }
 
     result = run_with_services(work)

@@ -28,7 +28,7 @@ MAX_TENANTS = 100
 async def workers_page(request: Request, session: Operator) -> Response:
     """Live workers from their heartbeats."""
     ctx = context(request)
-    found = await heartbeat.live_workers(ctx.redis, ctx.settings.queue_prefix)
+    found = await heartbeat.live_workers(ctx.state, ctx.settings.queue_prefix)
     return render(request, "workers.html", session, workers=found, now_ms=heartbeat.now_ms())
 
 
@@ -66,11 +66,11 @@ async def tenants_page(request: Request, session: Operator) -> Response:
     tenants = (await ctx.directory.list_tenants())[:MAX_TENANTS]
     now = datetime.now(UTC)
     keys = [kpi.cache_key(queue.key_prefix, t.id, "kpi-health") for t in tenants]
-    raws = list(await ctx.redis.mget(keys)) if keys else []
+    raws = await ctx.state.get_many(keys)
     missing = [t.id for t, raw in zip(tenants, raws, strict=True) if raw is None]
     if missing:
-        await kpi.warm(queue, ctx.settings, now, missing)
-        raws = list(await ctx.redis.mget(keys))
+        await kpi.warm(queue, ctx.state, ctx.settings, now, missing)
+        raws = await ctx.state.get_many(keys)
     snapshots: dict[str, dict[str, Any]] = {
         t.id: json.loads(raw) if raw else {} for t, raw in zip(tenants, raws, strict=True)
     }

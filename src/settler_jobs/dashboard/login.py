@@ -73,18 +73,15 @@ async def login(request: Request) -> Response:
     pre = request.cookies.get(PRE_COOKIE)
     if pre is None or not token_matches(field if isinstance(field, str) else None, pre):
         return _form(request, 403, "The form expired; try again.")
-    redis = context(request).redis
+    state = context(request).state
     key = _failures_key(request)
-    if int(await redis.get(key) or 0) >= MAX_FAILURES:
+    if int(await state.get(key) or 0) >= MAX_FAILURES:
         return _form(request, 429, "Too many failed attempts; wait a few minutes.")
     given = form.get("token")
     expected = context(request).settings.operator_token
     assert expected is not None
     if not isinstance(given, str) or not token_matches(given, expected.get_secret_value()):
-        pipe = redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, FAILURE_WINDOW_S)
-        await pipe.execute()
+        await state.increment(key, FAILURE_WINDOW_S)
         return _form(request, 401, "Invalid token.")
     cookie, _ = sign.issue()
     response = RedirectResponse(f"{PREFIX}/", status_code=303)
@@ -100,7 +97,7 @@ async def logout(
     """End the session (the cookie is dropped and its nonce revoked)."""
     await checked_form(request, session)
     ctx = context(request)
-    await revoke(ctx.redis, ctx.settings.queue_prefix, session)
+    await revoke(ctx.state, ctx.settings.queue_prefix, session)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     response.delete_cookie(COOKIE, path=PREFIX)
     return response

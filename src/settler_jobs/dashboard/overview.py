@@ -25,7 +25,7 @@ async def overview(request: Request, session: Operator) -> Response:
     counts = {c.queue: c for c in await queue.counts()}
     finished = await queue.finished_per_minute(60)
     lanes = list(counts)
-    depth = await depth_history.read(ctx.redis, ctx.settings.queue_prefix, lanes, 60)
+    depth = await depth_history.read(ctx.state, ctx.settings.queue_prefix, lanes, 60)
     kinds = []
     total = [(0, 0)] * 60
     for kind in queue.registry:

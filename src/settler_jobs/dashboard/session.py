@@ -2,8 +2,8 @@
 
 A cookie reads ``<expiry s>.<nonce>.<HMAC-SHA256>``; the key is derived from the
 application key and the operator token, so changing either ends every session. The CSRF
-token of a session is an HMAC of its nonce. Logout records the nonce in Redis until the
-cookie would have expired.
+token of a session is an HMAC of its nonce. Logout records the nonce in the shared state
+until the cookie would have expired.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
+from settler_jobs.shared_state import SharedState
 
 COOKIE: Final = "settler_dash"
 
@@ -71,15 +71,15 @@ def _revoked_key(prefix: str, nonce: str) -> str:
     return f"{prefix}:settler:dashboard:revoked:{nonce}"
 
 
-async def revoke(client: Redis, prefix: str, session: Session) -> None:
+async def revoke(state: SharedState, prefix: str, session: Session) -> None:
     """End a session before its expiry."""
     ttl = max(1, session.expires_at - int(time.time()))
-    await client.set(_revoked_key(prefix, session.nonce), "1", ex=ttl)
+    await state.put(_revoked_key(prefix, session.nonce), "1", ttl * 1000)
 
 
-async def is_revoked(client: Redis, prefix: str, session: Session) -> bool:
+async def is_revoked(state: SharedState, prefix: str, session: Session) -> bool:
     """Whether the session was logged out."""
-    return bool(await client.exists(_revoked_key(prefix, session.nonce)))
+    return await state.get(_revoked_key(prefix, session.nonce)) is not None
 
 
 def token_matches(given: str | None, expected: str) -> bool:

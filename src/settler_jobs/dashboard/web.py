@@ -18,9 +18,8 @@ from settler_jobs.keyring import derived_key
 from settler_jobs.redaction import redact
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from settler_jobs.config import Settings
+    from settler_jobs.shared_state import SharedState
     from settler_jobs.tenants import TenantDirectory
     from settler_jobs.webhooks import Webhooks
     from settler_jobs.wiring import Services
@@ -73,7 +72,7 @@ class DashboardContext(Protocol):
     def services(self) -> Services: ...
 
     @property
-    def redis(self) -> Redis: ...
+    def state(self) -> SharedState: ...
 
     @property
     def directory(self) -> TenantDirectory: ...
@@ -146,7 +145,7 @@ async def current_session(request: Request) -> Session | None:
         return None
     found = sign.check(request.cookies.get(COOKIE))
     ctx = context(request)
-    if found is None or await is_revoked(ctx.redis, ctx.settings.queue_prefix, found):
+    if found is None or await is_revoked(ctx.state, ctx.settings.queue_prefix, found):
         return None
     return found
 

@@ -12,6 +12,7 @@ import settler_jobs.storage.email_tables
 import settler_jobs.storage.export_tables
 import settler_jobs.storage.reconcile_tables
 import settler_jobs.storage.schedule_tables
+import settler_jobs.storage.shared_state_tables
 import settler_jobs.storage.tenant_tables
 import settler_jobs.storage.webhook_tables  # noqa: F401
 from settler_jobs.storage.tables import Base

@@ -1,4 +1,4 @@
-"""The `cache-warming` kind: per-tenant KPI snapshots written to Redis (see `kpi`).
+"""The `cache-warming` kind: per-tenant KPI snapshots written to the shared state (see `kpi`).
 
 A system job warms the listed tenants, or every tenant active in the last day; a
 tenant's own job warms that tenant only.
@@ -28,13 +28,14 @@ async def warm_cache(payload: CacheWarmPayload, ctx: JobContext) -> dict[str, An
     """Compute and cache KPI snapshots; returns how many tenants were warmed."""
     res = ctx.resources
     ops = res.require_queue_ops()
+    state = res.require_shared_state()
     if ctx.tenant_id != SYSTEM_TENANT:
         if payload.tenants not in (None, [ctx.tenant_id]) or payload.scheduleId:
             raise PermanentFailure("a tenant's cache-warming job warms that tenant only")
-        return await kpi.warm(ops, res.settings, res.now(), [ctx.tenant_id])
+        return await kpi.warm(ops, state, res.settings, res.now(), [ctx.tenant_id])
     try:
         return await run_recorded(
-            ctx, payload, lambda: kpi.warm(ops, res.settings, res.now(), payload.tenants)
+            ctx, payload, lambda: kpi.warm(ops, state, res.settings, res.now(), payload.tenants)
         )
     except ValueError as exc:  # an invalid tenant id in the list
         raise PermanentFailure(str(exc)) from exc

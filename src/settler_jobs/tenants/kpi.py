@@ -1,4 +1,5 @@
-"""Per-tenant KPI snapshots: computed from the accounting and a backlog scan, cached in Redis.
+"""Per-tenant KPI snapshots: computed from the accounting and a backlog scan, cached in the
+shared state.
 
 Keys (TTL `kpi_cache_ttl_s`): `<prefix>:settler:cache:<tenant>:kpi-health` and
 `<prefix>:settler:cache:<tenant>:recent-jobs`. `warm` fills them for many tenants
@@ -23,6 +24,7 @@ from settler_jobs.domain import validate_tenant_id
 from settler_jobs.ports import QueueOps
 from settler_jobs.records import BacklogScan, TenantBacklog
 from settler_jobs.scheduling import SYSTEM_TENANT
+from settler_jobs.shared_state import SharedState
 from settler_jobs.tenants import stats as ts
 
 MAX_TENANTS_PER_WARM: Final = 10_000
@@ -65,20 +67,26 @@ def _last_hour(current: dict[str, str], previous: dict[str, str], now: datetime)
     return totals
 
 
-async def _hour_hashes(ops: QueueOps, tenant: str, now: datetime) -> list[dict[str, str]]:
-    pipe = ops.client.pipeline(transaction=False)
-    for hours_ago in range(24):
-        bucket = ts.hour_bucket(now - timedelta(hours=hours_ago))
-        pipe.hgetall(ts.stats_key(ops.key_prefix, tenant, bucket))
-    hashes: list[dict[str, str]] = await pipe.execute()
-    return hashes
+async def _hour_hashes(
+    state: SharedState, prefix: str, tenant: str, now: datetime
+) -> list[dict[str, str]]:
+    keys = [
+        ts.stats_key(prefix, tenant, ts.hour_bucket(now - timedelta(hours=hours_ago)))
+        for hours_ago in range(24)
+    ]
+    return await state.read_hashes(keys)
 
 
 async def compute(
-    ops: QueueOps, tenant: str, scan: BacklogScan, per_lane: int, now: datetime
+    ops: QueueOps,
+    state: SharedState,
+    tenant: str,
+    scan: BacklogScan,
+    per_lane: int,
+    now: datetime,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The KPI snapshot and the recent-jobs list of one tenant."""
-    hashes = await _hour_hashes(ops, tenant, now)
+    hashes = await _hour_hashes(state, ops.key_prefix, tenant, now)
     day = _sum_day(hashes)
     hour = _last_hour(hashes[0], hashes[1], now)
     backlog = scan.tenants.get(tenant, _EMPTY)
@@ -105,39 +113,43 @@ async def compute(
         ),
         "backlogScan": {"perLane": per_lane, "scanned": scan.scanned, "truncated": scan.truncated},
     }
-    raw = await ops.client.lrange(ts.recent_key(ops.key_prefix, tenant), 0, -1)
+    [raw] = await state.read_lists([ts.recent_key(ops.key_prefix, tenant)], -1)
     recent = {"tenantId": tenant, "generatedAt": generated, "jobs": [json.loads(r) for r in raw]}
     return snapshot, recent
 
 
-async def active_tenants(ops: QueueOps, now: datetime) -> list[str]:
+async def active_tenants(ops: QueueOps, state: SharedState, now: datetime) -> list[str]:
     """Tenants with a finished job in the last day, the system tenant aside (older entries
     are trimmed)."""
-    key = ts.tenants_key(ops.key_prefix)
     now_ms = int(now.timestamp() * 1000)
-    await ops.client.zremrangebyscore(key, "-inf", now_ms - ts.STATS_TTL_S * 1000)
-    since = now_ms - int(ACTIVE_WINDOW.total_seconds() * 1000)
-    members = await ops.client.zrangebyscore(key, since, "+inf", 0, MAX_TENANTS_PER_WARM)
-    return [str(m) for m in members if m != SYSTEM_TENANT]
+    members = await state.members_since(
+        ts.tenants_key(ops.key_prefix),
+        now_ms - int(ACTIVE_WINDOW.total_seconds() * 1000),
+        MAX_TENANTS_PER_WARM,
+        forget_upto=now_ms - ts.STATS_TTL_S * 1000,
+    )
+    return [m for m in members if m != SYSTEM_TENANT]
 
 
 async def warm(
-    ops: QueueOps, settings: Settings, now: datetime, tenants: list[str] | None = None
+    ops: QueueOps,
+    state: SharedState,
+    settings: Settings,
+    now: datetime,
+    tenants: list[str] | None = None,
 ) -> dict[str, Any]:
     """Compute and cache the snapshots of `tenants` (default: the active ones)."""
     targets = (
         [validate_tenant_id(t) for t in tenants]
         if tenants is not None
-        else await active_tenants(ops, now)
+        else await active_tenants(ops, state, now)
     )
     scan = await ops.tenant_backlog(per_lane=settings.kpi_scan_per_lane)
     ttl = settings.kpi_cache_ttl_s
     for tenant in targets:
-        snapshot, recent = await compute(ops, tenant, scan, settings.kpi_scan_per_lane, now)
-        pipe = ops.client.pipeline(transaction=False)
-        pipe.set(cache_key(ops.key_prefix, tenant, "kpi-health"), json.dumps(snapshot), ex=ttl)
-        pipe.set(cache_key(ops.key_prefix, tenant, "recent-jobs"), json.dumps(recent), ex=ttl)
-        await pipe.execute()
+        snapshot, recent = await compute(ops, state, tenant, scan, settings.kpi_scan_per_lane, now)
+        for name, value in (("kpi-health", snapshot), ("recent-jobs", recent)):
+            await state.put(cache_key(ops.key_prefix, tenant, name), json.dumps(value), ttl * 1000)
     return {
         "tenants": len(targets),
         "scanned": scan.scanned,
@@ -147,27 +159,27 @@ async def warm(
 
 
 async def _cached(
-    ops: QueueOps, settings: Settings, tenant: str, name: str, now: datetime
+    ops: QueueOps, state: SharedState, settings: Settings, tenant: str, name: str, now: datetime
 ) -> dict[str, Any]:
     tenant = validate_tenant_id(tenant)
     key = cache_key(ops.key_prefix, tenant, name)
-    raw = await ops.client.get(key)
+    raw = await state.get(key)
     if raw is None:
-        await warm(ops, settings, now, [tenant])
-        raw = await ops.client.get(key)
+        await warm(ops, state, settings, now, [tenant])
+        raw = await state.get(key)
     value: dict[str, Any] = json.loads(raw) if raw else {}
     return value
 
 
 async def kpi_snapshot(
-    ops: QueueOps, settings: Settings, tenant: str, now: datetime
+    ops: QueueOps, state: SharedState, settings: Settings, tenant: str, now: datetime
 ) -> dict[str, Any]:
     """The tenant's KPI snapshot: from the cache, computed (and cached) on a miss."""
-    return await _cached(ops, settings, tenant, "kpi-health", now)
+    return await _cached(ops, state, settings, tenant, "kpi-health", now)
 
 
 async def recent_jobs(
-    ops: QueueOps, settings: Settings, tenant: str, now: datetime
+    ops: QueueOps, state: SharedState, settings: Settings, tenant: str, now: datetime
 ) -> dict[str, Any]:
     """The tenant's recent jobs: from the cache, computed (and cached) on a miss."""
-    return await _cached(ops, settings, tenant, "recent-jobs", now)
+    return await _cached(ops, state, settings, tenant, "recent-jobs", now)

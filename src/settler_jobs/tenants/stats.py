@@ -1,7 +1,8 @@
 """Per-tenant job accounting, cheap enough for the worker's hot path.
 
 Workers call `TenantStats.record` (in memory, no I/O) when an attempt ends; a
-background loop writes the buffer with `flush`, one pipeline per interval. In Redis:
+background loop writes the buffer with `flush`, one `CountBatch` of the shared state per
+interval (one script call on Redis, one transaction on PostgreSQL). Keys:
 
 - `<prefix>:settler:stats:<tenant>:<YYYYMMDDHH>`: a hash per tenant and UTC hour with
   `<outcome>:<kind>` counters and `<outcome>@<n>` totals per 5-minute slot n (0-11);
@@ -20,10 +21,9 @@ import logging
 from collections import deque
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _quote
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from settler_jobs.shared_state import CountBatch, SharedState
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def tenants_key(prefix: str) -> str:
 
 
 class TenantStats:
-    """A buffer of per-tenant outcomes and recent jobs, flushed to Redis in one pipeline."""
+    """A buffer of per-tenant outcomes and recent jobs, flushed in one batch."""
 
     def __init__(self, prefix: str, recent_cap: int) -> None:
         self._prefix = prefix
@@ -142,7 +142,7 @@ class TenantStats:
         self._seen[tenant] = at_ms
 
     def recent_json(self, tenant: str) -> list[str]:
-        """The buffered recent jobs of `tenant` as the JSON documents flushed to Redis."""
+        """The buffered recent jobs of `tenant` as the JSON documents flushed."""
         return [_summary_json(item) for item in self._recent.get(tenant, ())]
 
     @property
@@ -150,79 +150,35 @@ class TenantStats:
         """True if there is something to flush."""
         return bool(self._seen)
 
-    async def flush(self, client: Redis) -> None:
-        """Write the buffer in one script call; on a Redis error that buffer is dropped.
+    async def flush(self, state: SharedState) -> None:
+        """Write the buffer as one `CountBatch`; on a store error that buffer is dropped.
 
-        The script (`_FLUSH_LUA`) runs the commands a pipeline would: HINCRBY and EXPIRE
-        per stats hash, LPUSH, LTRIM and EXPIRE per recent list, ZADD GT of the tenants;
-        as one call the client packs its arguments at once instead of per command.
+        Counters per stats hash and capped recent lists (both given `STATS_TTL_S` again),
+        and the tenants' last activity (a score that only rises).
         """
         if not self._seen:
             return
         counts, recent, seen = self._counts, self._recent, self._seen
         self._counts, self._recent, self._seen = {}, {}, {}
-        fields: dict[str, list[Any]] = {}
+        fields: dict[str, list[tuple[str, int]]] = {}
         for (tenant, bucket, name), value in counts.items():
             key = stats_key(self._prefix, tenant, bucket)
             found = fields.get(key)
             if found is None:
                 found = fields[key] = []
-            found += (name, value)
-        keys: list[str] = [tenants_key(self._prefix), *fields]
-        args: list[Any] = [STATS_TTL_S, self._cap - 1, len(fields), len(recent)]
-        for pairs in fields.values():
-            args.append(len(pairs) // 2)
-            args += pairs
-        for tenant, summaries in recent.items():
-            keys.append(recent_key(self._prefix, tenant))
-            args.append(len(summaries))
-            args += (_summary_json(item) for item in summaries)
-        args.append(len(seen))
-        for tenant, at_ms in seen.items():
-            args += (at_ms, tenant)
+            found.append((name, value))
+        batch = CountBatch(
+            ttl_s=STATS_TTL_S,
+            keep=self._cap,
+            counters=fields,
+            lists={
+                recent_key(self._prefix, tenant): [_summary_json(item) for item in summaries]
+                for tenant, summaries in recent.items()
+            },
+            board=tenants_key(self._prefix),
+            scores=[(at_ms, tenant) for tenant, at_ms in seen.items()],
+        )
         try:
-            await client.register_script(_FLUSH_LUA)(keys, args)
+            await state.add_counts(batch)
         except Exception as exc:
             log.warning("stats.flush_failed", extra={"error": str(exc), "tenants": len(seen)})
-
-
-_FLUSH_LUA: Final = """
-local ttl, trim, hashes, lists = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5
-local function each_chunk(n, step)
-  -- unpack() is bounded by the Lua stack: pass long argument lists in chunks.
-  local first = a
-  a = a + n * step
-  local chunks = {}
-  for i = first, a - 1, 960 do
-    chunks[#chunks + 1] = {i, math.min(i + 959, a - 1)}
-  end
-  return chunks
-end
-for h = 1, hashes do
-  local key = KEYS[1 + h]
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  for i = a, a + 2 * n - 1, 2 do
-    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
-  end
-  a = a + 2 * n
-  redis.call('EXPIRE', key, ttl)
-end
-for l = 1, lists do
-  local key = KEYS[1 + hashes + l]
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  for _, c in ipairs(each_chunk(n, 1)) do
-    redis.call('LPUSH', key, unpack(ARGV, c[1], c[2]))
-  end
-  redis.call('LTRIM', key, 0, trim)
-  redis.call('EXPIRE', key, ttl)
-end
-local n = tonumber(ARGV[a])
-a = a + 1
-for _, c in ipairs(each_chunk(n, 2)) do
-  redis.call('ZADD', KEYS[1], 'GT', unpack(ARGV, c[1], c[2]))
-end
-return 0
-"""

@@ -2,7 +2,8 @@
 queue depth, per-tenant stats, heartbeats, alerts and the kinds' periodic steps.
 
 Each loop runs until cancelled; a failing step is logged and retried after a second
-(Redis may come back).
+(Redis or the database may come back). The worker that writes a minute's depth sample
+also purges expired shared state (a no-op on Redis, which expires keys itself).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,6 +34,7 @@ from settler_jobs.metrics import Metrics
 from settler_jobs.queue import JobQueue
 from settler_jobs.resources import Resources
 from settler_jobs.scheduling import register_schedules
+from settler_jobs.shared_state import SharedState
 from settler_jobs.tenants import TenantStats
 from settler_jobs.worker.execute import Attempts
 
@@ -53,7 +54,9 @@ class Background:
     metrics: Metrics
     stats: TenantStats
     attempts: Attempts
-    beats: Redis
+    state: SharedState
+    beats: SharedState
+    """The shared state again, on its own small Redis pool there."""
     worker_id: str
     info: Callable[[], heartbeat.WorkerInfo]
 
@@ -101,7 +104,7 @@ class Background:
 
     async def _stats_loop(self) -> None:
         async def once() -> None:
-            await self.stats.flush(self.queue.client)
+            await self.stats.flush(self.state)
             await asyncio.sleep(self.settings.stats_flush_interval_s)
 
         await _forever(once)
@@ -132,7 +135,10 @@ class Background:
         async def once() -> None:
             all_counts = await self.queue.counts()
             prefix = self.settings.queue_prefix
-            await record_depth(self.queue.client, prefix, all_counts, time.time())
+            if await record_depth(self.state, prefix, all_counts, time.time()):
+                purged = await self.state.purge_expired()
+                if purged:
+                    log.info("shared_state.purged", extra={"entries": purged})
             for counts in all_counts:
                 for state, value in counts.counts.items():
                     self.metrics.queue_depth.labels(counts.queue, state).set(value)
@@ -154,7 +160,7 @@ class Background:
             snapshot = await take_snapshot(
                 self.queue,
                 self.sessions,
-                self.queue.client,
+                self.state,
                 self.settings,
                 worker_id=self.worker_id,
             )
@@ -162,8 +168,7 @@ class Background:
             return snapshot
 
         async def once() -> None:
-            client = self.queue.client
-            await alert_cycle(probe, client, self.settings, self.worker_id, notifier)
+            await alert_cycle(probe, self.state, self.settings, self.worker_id, notifier)
             await asyncio.sleep(self.settings.alert_interval_s)
 
         await _forever(once)

@@ -27,6 +27,7 @@ from settler_jobs.queue import JobQueue, LaneWorker
 from settler_jobs.queue import where as _where
 from settler_jobs.redis_server import redis_client
 from settler_jobs.resources import Resources
+from settler_jobs.shared_state import shared_state
 from settler_jobs.tenants import TenantStats
 from settler_jobs.worker.background import Background
 from settler_jobs.worker.execute import Attempts
@@ -54,7 +55,10 @@ class WorkerRuntime:
         self._sessions = sessions
         self._rng = rng or random.Random()
         self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
-        self.resources = Resources(settings, sessions, self._queue, self._rng, self._queue)
+        self._state = shared_state(settings, self._queue.client, sessions)
+        self.resources = Resources(
+            settings, sessions, self._queue, self._rng, self._queue, self._state
+        )
         self._stats = TenantStats(settings.queue_prefix, settings.stats_recent_jobs)
         threads = settings.blocking_threads
         self._attempts = Attempts(
@@ -63,7 +67,13 @@ class WorkerRuntime:
         self._lanes: list[LaneWorker] = []
         self._background: list[asyncio.Task[None]] = []
         self.worker_id = heartbeat.new_worker_id()
-        self._beats = redis_client(redis_url, settings, max_connections=2)
+        # Heartbeats get their own small Redis pool: a busy queue client must not delay them.
+        self._beats_client = (
+            redis_client(redis_url, settings, max_connections=2)
+            if settings.queue_backend == "redis"
+            else None
+        )
+        self._beats = shared_state(settings, self._beats_client, sessions)
         self._started_ms = heartbeat.now_ms()
 
     @property
@@ -102,6 +112,7 @@ class WorkerRuntime:
             metrics=self.metrics,
             stats=self._stats,
             attempts=self._attempts,
+            state=self._state,
             beats=self._beats,
             worker_id=self.worker_id,
             info=self.info,
@@ -118,7 +129,7 @@ class WorkerRuntime:
         self._background.clear()
         self._lanes.clear()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._stats.flush(self._queue.client), _STOP_TIMEOUT_S)
+            await asyncio.wait_for(self._stats.flush(self._state), _STOP_TIMEOUT_S)
         self._attempts.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.resources.aclose(), _STOP_TIMEOUT_S)
@@ -127,8 +138,9 @@ class WorkerRuntime:
         with contextlib.suppress(Exception):
             prefix = self.settings.queue_prefix
             await asyncio.wait_for(heartbeat.forget(self._beats, prefix, self.worker_id), 2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._beats.aclose(), _STOP_TIMEOUT_S)
+        if self._beats_client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._beats_client.aclose(), _STOP_TIMEOUT_S)
         return all(results)
 
     def interrupt(self) -> None:

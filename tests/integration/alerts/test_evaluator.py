@@ -26,6 +26,7 @@ from settler_jobs.errors import PermanentFailure
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
 from settler_jobs.registry import default_registry
+from settler_jobs.shared_state import RedisState
 from tests.harness import System, system
 from tests.helpers import eventually
 from tests.webhook_receiver import Reply, WebhookReceiver
@@ -78,7 +79,7 @@ async def _dead_letter(s: System) -> dlq.DlqEntry:
 
 
 async def _alerts(s: System) -> list[ActiveAlert]:
-    return await active_alerts(s.queue.client, s.settings)
+    return await active_alerts(RedisState(s.queue.client), s.settings)
 
 
 def _subjects(outbox: Path) -> list[str]:

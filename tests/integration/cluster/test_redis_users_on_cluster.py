@@ -18,6 +18,7 @@ from settler_jobs.errors import InvalidState
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import JobRecord, QueueCounts, Submission
 from settler_jobs.redis_server import redis_client
+from settler_jobs.shared_state import RedisState
 from tests.harness import system
 from tests.helpers import eventually
 
@@ -50,21 +51,22 @@ async def test_rate_limit_lease_depth_history_on_the_cluster(cluster_settings: S
         update={"api_rate_limits": {"free": 1.0}, "api_rate_burst_s": 2.0}
     )
     client = redis_client(cluster_settings.redis_url, settings)
+    state = RedisState(client)
     try:
-        limiter = RateLimiter(client, settings)
+        limiter = RateLimiter(state, settings)
         verdicts = [await limiter.check("acme", Tier.FREE) for _ in range(3)]
         assert [v.allowed for v in verdicts] == [True, True, False]
         assert verdicts[2].retry_after_s >= 1
 
         prefix = settings.queue_prefix
-        assert await lead(client, prefix, "worker-a", 5.0)
-        assert not await lead(client, prefix, "worker-b", 5.0)
-        assert await lead(client, prefix, "worker-a", 5.0)
+        assert await lead(state, prefix, "worker-a", 5.0)
+        assert not await lead(state, prefix, "worker-b", 5.0)
+        assert await lead(state, prefix, "worker-a", 5.0)
 
         counts = [QueueCounts("q1", {"waiting": 3, "active": 1, "delayed": 2}, None)]
-        assert await depth_history.record(client, prefix, counts, now_s=600.0)
-        assert not await depth_history.record(client, prefix, counts, now_s=601.0)
-        history = await depth_history.read(client, prefix, ["q1"])
+        assert await depth_history.record(state, prefix, counts, now_s=600.0)
+        assert not await depth_history.record(state, prefix, counts, now_s=601.0)
+        history = await depth_history.read(state, prefix, ["q1"])
         assert [(s.waiting, s.active, s.delayed) for s in history["q1"]] == [(3, 1, 2)]
     finally:
         await client.aclose()

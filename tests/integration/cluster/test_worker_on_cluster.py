@@ -20,6 +20,7 @@ from settler_jobs.queue import JobQueue
 from settler_jobs.queue.lane_loop import LaneLoop, LaneOptions
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.redis_server import redis_client
+from settler_jobs.shared_state import RedisState
 from tests.harness import system
 from tests.helpers import eventually
 from tests.redis_cluster import RedisClusterNodes
@@ -54,7 +55,9 @@ async def test_the_worker_runtime_runs_jobs_retries_and_heartbeats(
         assert [j.result for j in done] == [f"done {i}" for i in range(40)] + ["done 99"]
         assert done[-1].attempts_made == 2 and done[-1].queue == "on-cluster-express"
         assert runs == Counter({**{i: 1 for i in ids[:-1]}, ids[-1]: 2})
-        workers = await heartbeat.live_workers(sys_.queue.client, cluster_settings.queue_prefix)
+        workers = await heartbeat.live_workers(
+            RedisState(sys_.queue.client), cluster_settings.queue_prefix
+        )
         assert [w.id for w in workers] == [sys_.runtime.worker_id]
         await sys_.runtime.stop(5)
     # Background loops (stats, depth, alerts, DLQ sweep, cancel listener) ran without errors.

@@ -19,6 +19,7 @@ from settler_jobs.domain import JobState, Tier
 from settler_jobs.queue import JobQueue
 from settler_jobs.records import Submission
 from settler_jobs.redis_server import redis_client
+from settler_jobs.shared_state import RedisState
 from settler_jobs.storage.audit_tables import AuditLogRow
 from settler_jobs.storage.db import create_engine, session_factory
 from tests.e2e.cli_runner import process_env
@@ -76,7 +77,7 @@ async def test_two_processes_on_two_data_dirs_run_every_job_once(
                 if proc.poll() is not None:
                     log = (tmp_path / f"worker-{name}.stderr").read_text(errors="replace")
                     pytest.fail(f"worker {name} exited {proc.returncode}:\n{log}")
-            return len(await heartbeat.live_workers(queue.client, shared.queue_prefix))
+            return len(await heartbeat.live_workers(RedisState(queue.client), shared.queue_prefix))
 
         await eventually(live, lambda n: n == 2, timeout_s=30)
         subs = [Submission(KIND, {"n": i}, f"tenant-{i % 3}", Tier.GROWTH) for i in range(JOBS)]

@@ -19,6 +19,7 @@ from settler_jobs.registry import default_registry
 from settler_jobs.retention.targets import retention_run, run_retention
 from settler_jobs.scheduling import plan as schedules
 from settler_jobs.scheduling import runs as schedule_runs
+from settler_jobs.shared_state import RedisState
 from settler_jobs.tenants import kpi
 from tests.harness import System, system
 from tests.helpers import eventually
@@ -82,16 +83,18 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
             + [Submission("bad", {}, "t1", Tier.FREE), Submission("ok", {}, "t2", Tier.SCALE)],
         )
         ops = sys_.queue
+        state = RedisState(ops.client)
         # The worker writes its counters in the background (stats_flush_interval_s).
         active = await eventually(
-            lambda: kpi.active_tenants(ops, datetime.now(UTC)), lambda t: set(t) >= {"t1", "t2"}
+            lambda: kpi.active_tenants(ops, state, datetime.now(UTC)),
+            lambda t: set(t) >= {"t1", "t2"},
         )
         assert "t3" not in active
         await ops.pause("ok")  # jobs submitted now stay waiting
         await ops.submit_bulk([Submission("ok", {}, "t1", Tier.FREE)] * 2)
         await ops.submit(Submission("ok", {}, "t1", Tier.FREE, delay_s=600))
 
-        report = await kpi.warm(ops, settings, datetime.now(UTC))
+        report = await kpi.warm(ops, state, settings, datetime.now(UTC))
         assert report["tenants"] == 2 and report["truncated"] is False
 
         snapshot = await _cached(ops.client, settings, "t1", "kpi-health")
@@ -113,7 +116,7 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
         assert failed["error"] == "PermanentFailure: no"
 
         # Tenant isolation: t2 sees only its own numbers.
-        other = await kpi.kpi_snapshot(ops, settings, "t2", datetime.now(UTC))
+        other = await kpi.kpi_snapshot(ops, state, settings, "t2", datetime.now(UTC))
         assert other["jobs"]["completedLastDay"] == {"ok": 1}
         assert other["jobs"]["waiting"] == {} and other["jobs"]["failedLastDay"] == {}
 
@@ -122,7 +125,8 @@ async def test_a_cache_miss_is_computed_and_cached(settings: Settings) -> None:
     async with system(_quiet(settings), _registry(), start=False) as sys_:
         key = kpi.cache_key(settings.queue_prefix, "t9", "kpi-health")
         assert await sys_.queue.client.get(key) is None
-        snapshot = await kpi.kpi_snapshot(sys_.queue, settings, "t9", datetime.now(UTC))
+        state = RedisState(sys_.queue.client)
+        snapshot = await kpi.kpi_snapshot(sys_.queue, state, settings, "t9", datetime.now(UTC))
         assert snapshot["tenantId"] == "t9" and snapshot["failureRate"]["lastDay"]["rate"] is None
         assert json.loads(await sys_.queue.client.get(key) or "{}") == snapshot
 
@@ -131,8 +135,9 @@ async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Setti
     quiet = _quiet(settings)
     async with system(quiet, _registry()) as sys_:
         await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
+        state = RedisState(sys_.queue.client)
         await eventually(
-            lambda: kpi.active_tenants(sys_.queue, datetime.now(UTC)), lambda t: t == ["t1"]
+            lambda: kpi.active_tenants(sys_.queue, state, datetime.now(UTC)), lambda t: t == ["t1"]
         )
         system_sub = Submission(
             "cache-warming", {"scheduleId": "cache-warming"}, schedules.SYSTEM_TENANT, Tier.SCALE
@@ -204,4 +209,5 @@ async def test_broken_accounting_never_fails_a_job(settings: Settings) -> None:
         sys_.runtime._stats.record = broken  # type: ignore[method-assign]
         [done] = await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
         assert done.state is JobState.COMPLETED and done.result == "ok"
-        assert await kpi.active_tenants(sys_.queue, datetime.now(UTC)) == []
+        state = RedisState(sys_.queue.client)
+        assert await kpi.active_tenants(sys_.queue, state, datetime.now(UTC)) == []

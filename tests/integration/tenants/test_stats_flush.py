@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from settler_jobs.shared_state import RedisState
 from settler_jobs.tenants.stats import (
     STATS_TTL_S,
     TenantStats,
@@ -27,7 +28,7 @@ async def test_flush_writes_counters_recent_jobs_and_activity(redis_url: str, pr
         for n in range(1500):  # long argument lists go through the script in chunks
             stats.add(f"t{n % 600}", "email", "completed", f"j{n}", 1, 7, AT_MS + n)
         stats.add("t1", "email", "failed", "jx", 3, 9, AT_MS + 5000, "boom")
-        await stats.flush(client)
+        await stats.flush(RedisState(client))
         assert not stats.pending
         hour = stats_key(prefix, "t1", "2026061014")
         assert await client.hgetall(hour) == {
@@ -46,7 +47,7 @@ async def test_flush_writes_counters_recent_jobs_and_activity(redis_url: str, pr
 
         # A second flush adds to the counters; an older activity time never lowers the score.
         stats.add("t1", "email", "completed", "jy", 1, 7, AT_MS - 1000)
-        await stats.flush(client)
+        await stats.flush(RedisState(client))
         assert await client.hget(hour, "completed:email") == "4"
         assert await client.zscore(tenants_key(prefix), "t1") == AT_MS + 5000
         assert await client.llen(recent_key(prefix, "t1")) == 3
@@ -64,7 +65,7 @@ async def test_a_failed_flush_drops_its_buffer_and_does_not_raise(redis_url: str
     try:
         stats = TenantStats("unused", recent_cap=3)
         stats.add("t1", "email", "completed", "j1", 1, 7, AT_MS)
-        await stats.flush(client)
+        await stats.flush(RedisState(client))
         assert not stats.pending
     finally:
         await client.aclose()

@@ -1,7 +1,7 @@
 """Process and dependency health, and Prometheus metrics (unversioned, no auth).
 
-/healthz: the process answers. /readyz: Redis and the database answer and at least one
-worker is heartbeating; 503 with the failing checks otherwise.
+/healthz: the process answers. /readyz: Redis (on the redis backend) and the database
+answer and at least one worker is heartbeating; 503 with the failing checks otherwise.
 """
 
 from __future__ import annotations
@@ -68,13 +68,18 @@ async def readyz(ctx: Context) -> JSONResponse:
     workers: list[heartbeat.WorkerInfo] = []
 
     async def alive() -> None:
-        workers.extend(await heartbeat.live_workers(ctx.redis, ctx.settings.queue_prefix))
+        workers.extend(await heartbeat.live_workers(ctx.state, ctx.settings.queue_prefix))
         if not workers:
             raise LookupError("no worker heartbeat")
 
-    redis_state, db_state = await asyncio.gather(_check(ctx.redis.ping()), _check(database()))
-    worker_state = await _check(alive()) if redis_state == "ok" else "unknown (Redis down)"
-    checks = {"redis": redis_state, "database": db_state, "workers": worker_state}
+    if ctx.settings.queue_backend == "postgres":  # heartbeats live in the database too
+        db_state = await _check(database())
+        worker_state = await _check(alive()) if db_state == "ok" else "unknown (database down)"
+        checks = {"database": db_state, "workers": worker_state}
+    else:
+        redis_state, db_state = await asyncio.gather(_check(ctx.state.ping()), _check(database()))
+        worker_state = await _check(alive()) if redis_state == "ok" else "unknown (Redis down)"
+        checks = {"redis": redis_state, "database": db_state, "workers": worker_state}
     ready = all(state == "ok" for state in checks.values())
     body = Readiness(status="ok" if ready else "unavailable", checks=checks, workers=len(workers))
     headers = None if ready else {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}

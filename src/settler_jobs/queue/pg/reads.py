@@ -1,0 +1,261 @@
+"""Reading jobs and lanes on PostgreSQL: the same calls and records as queue/reads.py,
+answered by SQL over `<schema>.job` (one row per job, its state a column).
+
+Tenant filters run in the query, so another tenant's jobs are never read into a page.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Final
+
+from settler_jobs.domain import JobState
+from settler_jobs.queue.pg.base import JOB_COLUMNS, PgQueueBase, pg_record
+from settler_jobs.queue.pg.pool import pg_errors
+from settler_jobs.queue.reads import JobPage, _parse_cursor
+from settler_jobs.records import BacklogScan, JobRecord, QueueCounts, TenantBacklog
+
+_MAX_LIST_OFFSET: Final = 10_000
+_STATES: Final = (
+    JobState.WAITING,
+    JobState.DELAYED,
+    JobState.ACTIVE,
+    JobState.COMPLETED,
+    JobState.FAILED,
+)
+# Newest first inside a state, as the Redis lists and finished sets are read; waiting
+# and delayed jobs in the order they will run.
+_ORDER: Final[dict[JobState, str]] = {
+    JobState.WAITING: "priority, seq",
+    JobState.DELAYED: "process_at_ms, seq",
+    JobState.ACTIVE: "processed_at_ms DESC NULLS LAST, seq DESC",
+    JobState.COMPLETED: "finished_at_ms DESC, seq DESC",
+    JobState.FAILED: "finished_at_ms DESC, seq DESC",
+}
+_BACKLOG_STATES: Final = ("waiting", "delayed", "active")
+
+
+class PgReader(PgQueueBase):
+    """Reading jobs and lanes: one job, lists and pages, counts and finish rates, backlogs."""
+
+    async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
+        """One job; NotFound if missing or owned by another tenant than `tenant_id`."""
+        async with pg_errors():
+            return await self._get(job_id, tenant_id)
+
+    async def list_jobs(
+        self,
+        *,
+        kind: str | None = None,
+        state: JobState | None = None,
+        tenant_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Newest jobs first, optionally filtered by kind, state and tenant."""
+        limit = max(1, min(limit, 500))
+        if not 0 <= offset <= _MAX_LIST_OFFSET:
+            raise ValueError(f"offset must be between 0 and {_MAX_LIST_OFFSET}; filter instead")
+        states = [state.value] if state else [s.value for s in _STATES]
+        sql = (
+            f"SELECT {JOB_COLUMNS} FROM job WHERE queue = ANY(%s) AND state::text = ANY(%s)"
+            " AND (%s::text IS NULL OR data->>'tenantId' = %s)"
+            " ORDER BY added_at_ms DESC, seq DESC LIMIT %s OFFSET %s"
+        )
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                sql, (self._lanes(kind), states, tenant_id, tenant_id, limit, offset)
+            )
+        return [self.record(row) for row in rows]
+
+    def _lanes(self, kind: str | None) -> list[str]:
+        kinds = [self._registry.get(kind)] if kind else list(self._registry)
+        return [q for k in kinds for q in (k.queue, k.express_queue)]
+
+    async def job_logs(
+        self, job_id: str, *, tenant_id: str | None = None, limit: int = 200
+    ) -> list[str]:
+        """The newest `limit` log lines of a job (oldest first)."""
+        async with pg_errors():
+            record = await self._get(job_id, tenant_id)
+            rows = await self._pool.fetch(
+                "SELECT row FROM job_log WHERE queue = %s AND job_id = %s"
+                " ORDER BY idx DESC LIMIT %s",
+                (record.queue, job_id, max(0, limit)),
+            )
+        return [str(r["row"]) for r in reversed(rows)]
+
+    async def browse(
+        self,
+        *,
+        kind: str | None = None,
+        state: JobState | None = None,
+        tenant_id: str | None = None,
+        cursor: str = "",
+        limit: int = 50,
+        scan_limit: int = 2000,
+    ) -> JobPage:
+        """A page of jobs read segment by segment (lane, state), in each state's order.
+
+        The cursor is `<segment>:<offset>` as on Redis; the tenant filter runs in SQL,
+        so `scanned` counts the rows read and `scan_limit` only bounds the page.
+        """
+        limit = max(1, min(limit, 200, scan_limit))
+        states = [state] if state else list(_STATES)
+        lanes = self._lanes(kind)
+        segments = [(q, s) for s in states for q in lanes]
+        seg, offset = _parse_cursor(cursor, len(segments))
+        records: list[JobRecord] = []
+        async with pg_errors():
+            while seg < len(segments) and len(records) < limit:
+                queue, st = segments[seg]
+                want = limit - len(records)
+                rows = await self._pool.fetch(
+                    f"SELECT {JOB_COLUMNS} FROM job WHERE queue = %s AND state::text = %s"
+                    " AND (%s::text IS NULL OR data->>'tenantId' = %s)"
+                    f" ORDER BY {_ORDER[st]} LIMIT %s OFFSET %s",
+                    (queue, st.value, tenant_id, tenant_id, want, offset),
+                )
+                records.extend(self.record({**row, "state": st.value}) for row in rows)
+                offset += len(rows)
+                if len(rows) < want:
+                    seg, offset = seg + 1, 0
+        more = seg < len(segments)
+        return JobPage(records, f"{seg}:{offset}" if more else None, len(records))
+
+    async def finished_per_minute(self, minutes: int = 60) -> dict[str, list[tuple[int, int]]]:
+        """Per lane, (completed, failed) per minute over the last `minutes`, oldest first.
+
+        Counted from finished rows (by finish time): removed jobs are not counted.
+        """
+        now_min = int(time.time()) // 60
+        first = now_min - minutes + 1
+        queues = self._registry.queues()
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                "SELECT queue, state::text AS state, finished_at_ms / 60000 AS minute,"
+                " count(*) AS n FROM job WHERE queue = ANY(%s)"
+                " AND state IN ('completed', 'failed') AND finished_at_ms >= %s"
+                " GROUP BY 1, 2, 3",
+                (queues, first * 60_000),
+            )
+        grid = {q: [[0, 0] for _ in range(minutes)] for q in queues}
+        for row in rows:
+            index = int(row["minute"]) - first
+            if 0 <= index < minutes:
+                grid[str(row["queue"])][index][row["state"] == "failed"] += int(row["n"])
+        return {q: [(c, f) for c, f in cells] for q, cells in grid.items()}
+
+    async def counts(self) -> list[QueueCounts]:
+        """Per-lane counts by state and the age of the oldest waiting job."""
+        now_ms = int(time.time() * 1000)
+        queues = self._registry.queues()
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                "SELECT queue, state::text AS state, count(*) AS n,"
+                " min(added_at_ms) FILTER (WHERE state = 'waiting') AS oldest"
+                " FROM job WHERE queue = ANY(%s) GROUP BY 1, 2",
+                (queues,),
+            )
+        counts: dict[str, dict[str, int]] = {q: {s.value: 0 for s in _STATES} for q in queues}
+        oldest: dict[str, int] = {}
+        for row in rows:
+            state = JobState.from_bullmq(str(row["state"])).value
+            if state in counts[str(row["queue"])]:
+                counts[str(row["queue"])][state] += int(row["n"])
+            if row["oldest"] is not None:
+                oldest[str(row["queue"])] = int(row["oldest"])
+        return [
+            QueueCounts(q, counts[q], now_ms - oldest[q] if q in oldest else None) for q in queues
+        ]
+
+    async def finished_since(self, window_s: float) -> dict[str, tuple[int, int]]:
+        """Per lane: jobs (completed, failed) in the last `window_s` seconds."""
+        since = int(time.time() * 1000) - round(window_s * 1000)
+        queues = self._registry.queues()
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                "SELECT queue, count(*) FILTER (WHERE state = 'completed') AS c,"
+                " count(*) FILTER (WHERE state = 'failed') AS f FROM job"
+                " WHERE queue = ANY(%s) AND state IN ('completed', 'failed')"
+                " AND finished_at_ms >= %s GROUP BY 1",
+                (queues, since),
+            )
+        found = {str(r["queue"]): (int(r["c"]), int(r["f"])) for r in rows}
+        return {q: found.get(q, (0, 0)) for q in queues}
+
+    async def oldest_active_s(self, *, scan: int = 1000) -> dict[str, float]:
+        """Per lane: seconds the longest-active job has run; 0 if none.
+
+        `scan` is kept for the Redis signature: the minimum is read from the index.
+        """
+        now_ms = int(time.time() * 1000)
+        queues = self._registry.queues()
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                "SELECT queue, min(processed_at_ms) AS first FROM job"
+                " WHERE queue = ANY(%s) AND state = 'active' GROUP BY 1",
+                (queues,),
+            )
+        first = {str(r["queue"]): r["first"] for r in rows}
+        return {
+            q: max(0.0, (now_ms - int(first[q])) / 1000) if first.get(q) else 0.0 for q in queues
+        }
+
+    async def failed_since(self, queue: str, after_ms: int, limit: int = 500) -> list[JobRecord]:
+        """Failed jobs of a lane whose failure time is at or after `after_ms`, oldest first."""
+        kind = self._registry.for_queue(queue).name
+        columns = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {columns}, f.failed_at_ms AS first_failed FROM job j"
+                " LEFT JOIN settler_first_failed f ON f.queue = j.queue AND f.job_id = j.id"
+                " WHERE j.queue = %s AND j.state = 'failed' AND j.finished_at_ms >= %s"
+                " ORDER BY j.finished_at_ms, j.seq LIMIT %s",
+                (queue, after_ms, max(1, limit)),
+            )
+        return [
+            replace(
+                pg_record(row, queue, kind),
+                first_failed_at_ms=int(row["first_failed"]) if row["first_failed"] else None,
+            )
+            for row in rows
+        ]
+
+    async def tenant_backlog(self, *, per_lane: int = 1000) -> BacklogScan:
+        """Unfinished jobs per tenant, from at most `per_lane` jobs per lane and state.
+
+        Waiting jobs are read in run order; `truncated` says some lane held more.
+        """
+        per_lane = max(1, min(per_lane, 10_000))
+        async with pg_errors():
+            rows = await self._pool.fetch(
+                "SELECT l.queue, s.state, j.tenant, j.added_at_ms, j.rank FROM"
+                " unnest(%s::text[]) AS l(queue) CROSS JOIN unnest(%s::text[]) AS s(state)"
+                " CROSS JOIN LATERAL (SELECT data->>'tenantId' AS tenant, added_at_ms,"
+                "   row_number() OVER (ORDER BY priority, seq) AS rank FROM job"
+                "   WHERE job.queue = l.queue AND job.state::text = s.state"
+                "   ORDER BY priority, seq LIMIT %s) AS j",
+                (self._registry.queues(), list(_BACKLOG_STATES), per_lane + 1),
+            )
+        truncated = any(int(r["rank"]) > per_lane for r in rows)
+        kept = [r for r in rows if int(r["rank"]) <= per_lane]
+        return BacklogScan(self._tally(kept), len(kept), truncated)
+
+    def _tally(self, rows: list[dict[str, Any]]) -> dict[str, TenantBacklog]:
+        tenants: dict[str, TenantBacklog] = {}
+        for row in rows:
+            tenant = row["tenant"]
+            if not tenant:
+                continue
+            entry = tenants.setdefault(str(tenant), TenantBacklog({}, {}, {}, None))
+            counts: dict[str, int] = getattr(entry, str(row["state"]))
+            kind = self._registry.for_queue(str(row["queue"])).name
+            counts[kind] = counts.get(kind, 0) + 1
+            if row["state"] == "waiting":
+                stamp = int(row["added_at_ms"])
+                oldest = entry.oldest_waiting_created_ms
+                if oldest is None or stamp < oldest:
+                    tenants[str(tenant)] = replace(entry, oldest_waiting_created_ms=stamp)
+        return tenants

@@ -6,7 +6,8 @@ queue (or the registry), which keeps the kernel free of import circles.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -27,6 +28,24 @@ class Submitter(Protocol):
     async def submit_bulk(self, subs: list[Submission]) -> list[Submitted]: ...
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord: ...
+
+
+class SqlRun(Protocol):
+    """Runs one statement (`:name` parameters) in the caller's open transaction."""
+
+    async def __call__(
+        self, sql: str, params: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]: ...
+
+
+class TransactionalSubmitter(Protocol):
+    """A queue that can add jobs inside the caller's database transaction.
+
+    Only the PostgreSQL queue, when the queue tables live in the application database:
+    the jobs commit or roll back with the caller's rows.
+    """
+
+    async def submit_in(self, run: SqlRun, subs: Sequence[Submission]) -> list[Submitted]: ...
 
 
 class QueueOps(Protocol):

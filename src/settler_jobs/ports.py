@@ -48,14 +48,8 @@ class TransactionalSubmitter(Protocol):
     async def submit_in(self, run: SqlRun, subs: Sequence[Submission]) -> list[Submitted]: ...
 
 
-class QueueOps(Protocol):
-    """Queue-wide reads and cleanup for system jobs (cache warming, retention)."""
-
-    @property
-    def client(self) -> Redis: ...
-
-    @property
-    def key_prefix(self) -> str: ...
+class QueueCleanup(Protocol):
+    """Queue-wide reads and cleanup for system jobs (retention), on either backend."""
 
     @property
     def registry(self) -> LaneNames: ...
@@ -67,3 +61,13 @@ class QueueOps(Protocol):
     async def clean_finished(
         self, queue: str, state: JobState, older_than_s: int, limit: int
     ) -> int: ...
+
+
+class QueueOps(QueueCleanup, Protocol):
+    """`QueueCleanup` plus the Redis connection next to the queues (KPI cache warming)."""
+
+    @property
+    def client(self) -> Redis: ...
+
+    @property
+    def key_prefix(self) -> str: ...

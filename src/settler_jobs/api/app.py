@@ -43,6 +43,8 @@ from settler_jobs.wiring import open_services
 
 log = logging.getLogger(__name__)
 API_PREFIX: Final = "/v1"
+# PostgreSQL connects and statements give up in time for a 503 within 2 s.
+_QUEUE_TIMEOUT_S: Final = 1.0
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     jobs.router,
     queues.router,
@@ -97,8 +99,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(own, registry, migrate=migrate, check_redis=False) as services:
-            client = redis_client(services.redis_url, own)
+        async with open_services(
+            own, registry, migrate=migrate, check_redis=False, queue_timeout_s=_QUEUE_TIMEOUT_S
+        ) as services:
+            # The API's own state (rate limits, dashboard sessions, heartbeats read by
+            # /readyz and the fleet view) lives in Redis; on the PostgreSQL backend there
+            # is no Redis: None here is the seam where its state store plugs in.
+            client = redis_client(services.redis_url, own) if services.redis_url else None
             hooks = Webhooks(
                 services.sessions,
                 services.queue,
@@ -124,7 +131,8 @@ def create_app(
             try:
                 yield
             finally:
-                await client.aclose()
+                if client is not None:
+                    await client.aclose()
 
     app = FastAPI(
         title="Settler Jobs",

@@ -45,7 +45,8 @@ class ApiContext:
 
     settings: Settings
     services: Services
-    redis: Redis
+    redis: Redis | None
+    """The API's state store on the Redis backend; None on PostgreSQL (the state-store seam)."""
     directory: TenantDirectory
     limiter: RateLimiter
     webhooks: Webhooks

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
+from settler_jobs.errors import QueueUnavailable
 from settler_jobs.redis_server import redis_errors
 
 # KEYS[1] bucket; ARGV[1] tokens per second, ARGV[2] capacity. Returns {allowed, wait ms}.
@@ -55,12 +56,14 @@ class Verdict:
 class RateLimiter:
     """Token buckets by tenant; the tier sets the refill rate (0 = unlimited)."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
+    def __init__(self, client: Redis | None, settings: Settings) -> None:
+        # None on the PostgreSQL backend until its state store holds the buckets: then
+        # only unlimited tiers pass and limited ones answer 503 (never unlimited).
         self._client = client
         self._prefix = settings.queue_prefix
         self._rates = settings.api_rate_limits
         self._burst_s = settings.api_rate_burst_s
-        self._script = client.register_script(_BUCKET)
+        self._script = client.register_script(_BUCKET) if client is not None else None
 
     def rate(self, tier: Tier) -> float:
         """Requests per second allowed for `tier` (0 = unlimited)."""
@@ -73,6 +76,8 @@ class RateLimiter:
             return Verdict(True, 0)
         capacity = max(1.0, rate * self._burst_s)
         key = f"{self._prefix}:settler:ratelimit:{tenant_id}"
+        if self._script is None:
+            raise QueueUnavailable("rate-limit buckets have no store on this queue backend")
         async with redis_errors():
             allowed, wait_ms = await self._script(keys=[key], args=[rate, capacity])
         return Verdict(bool(allowed), max(1, math.ceil(int(wait_ms) / 1000)))

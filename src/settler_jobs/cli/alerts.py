@@ -18,7 +18,7 @@ app = typer.Typer(help="Operator alerts: queue backlog, failures, stuck jobs, sc
 async def _active(services: Services) -> list[dict[str, Any]]:
     from settler_jobs.alerts.evaluator import active_alerts
 
-    alerts = await active_alerts(services.queue.client, services.settings)
+    alerts = await active_alerts(services.redis_queue().client, services.settings)
     return [alert.to_dict() for alert in alerts]
 
 

@@ -28,7 +28,7 @@ def warm(
 
     async def work(services: Services) -> dict[str, Any]:
         targets = [tenant] if tenant is not None else None
-        return await kpi.warm(services.queue, services.settings, datetime.now(UTC), targets)
+        return await kpi.warm(services.redis_queue(), services.settings, datetime.now(UTC), targets)
 
     report = run_with_services(work)
     if as_json:
@@ -48,8 +48,8 @@ def show(
     async def work(services: Services) -> dict[str, Any]:
         now = datetime.now(UTC)
         return {
-            "kpi": await kpi.kpi_snapshot(services.queue, services.settings, tenant, now),
-            "recent": await kpi.recent_jobs(services.queue, services.settings, tenant, now),
+            "kpi": await kpi.kpi_snapshot(services.redis_queue(), services.settings, tenant, now),
+            "recent": await kpi.recent_jobs(services.redis_queue(), services.settings, tenant, now),
         }
 
     result = run_with_services(work)

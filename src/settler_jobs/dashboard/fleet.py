@@ -12,7 +12,15 @@ from fastapi.responses import Response
 
 from settler_jobs import heartbeat
 from settler_jobs.dashboard.session import Session
-from settler_jobs.dashboard.web import PREFIX, back, checked_form, context, render, require_session
+from settler_jobs.dashboard.web import (
+    PREFIX,
+    back,
+    checked_form,
+    context,
+    render,
+    require_session,
+    state_redis,
+)
 from settler_jobs.errors import InvalidState, NotFound, SettlerError
 from settler_jobs.scheduling import plan as schedules
 from settler_jobs.scheduling import runs as schedule_runs
@@ -28,7 +36,7 @@ MAX_TENANTS = 100
 async def workers_page(request: Request, session: Operator) -> Response:
     """Live workers from their heartbeats."""
     ctx = context(request)
-    found = await heartbeat.live_workers(ctx.redis, ctx.settings.queue_prefix)
+    found = await heartbeat.live_workers(state_redis(ctx), ctx.settings.queue_prefix)
     return render(request, "workers.html", session, workers=found, now_ms=heartbeat.now_ms())
 
 
@@ -62,15 +70,15 @@ async def schedules_page(request: Request, session: Operator) -> Response:
 async def tenants_page(request: Request, session: Operator) -> Response:
     """Tenants with tier, fair-share usage (live), backlog and failure rate (cached KPIs)."""
     ctx = context(request)
-    queue = ctx.services.queue
+    queue = ctx.services.redis_queue()
     tenants = (await ctx.directory.list_tenants())[:MAX_TENANTS]
     now = datetime.now(UTC)
     keys = [kpi.cache_key(queue.key_prefix, t.id, "kpi-health") for t in tenants]
-    raws = list(await ctx.redis.mget(keys)) if keys else []
+    raws = list(await state_redis(ctx).mget(keys)) if keys else []
     missing = [t.id for t, raw in zip(tenants, raws, strict=True) if raw is None]
     if missing:
         await kpi.warm(queue, ctx.settings, now, missing)
-        raws = list(await ctx.redis.mget(keys))
+        raws = list(await state_redis(ctx).mget(keys))
     snapshots: dict[str, dict[str, Any]] = {
         t.id: json.loads(raw) if raw else {} for t, raw in zip(tenants, raws, strict=True)
     }

@@ -21,6 +21,7 @@ from settler_jobs.dashboard.web import (
     render,
     require_session,
     signer,
+    state_redis,
 )
 
 router = APIRouter()
@@ -73,7 +74,7 @@ async def login(request: Request) -> Response:
     pre = request.cookies.get(PRE_COOKIE)
     if pre is None or not token_matches(field if isinstance(field, str) else None, pre):
         return _form(request, 403, "The form expired; try again.")
-    redis = context(request).redis
+    redis = state_redis(context(request))
     key = _failures_key(request)
     if int(await redis.get(key) or 0) >= MAX_FAILURES:
         return _form(request, 429, "Too many failed attempts; wait a few minutes.")
@@ -100,7 +101,7 @@ async def logout(
     """End the session (the cookie is dropped and its nonce revoked)."""
     await checked_form(request, session)
     ctx = context(request)
-    await revoke(ctx.redis, ctx.settings.queue_prefix, session)
+    await revoke(state_redis(ctx), ctx.settings.queue_prefix, session)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     response.delete_cookie(COOKIE, path=PREFIX)
     return response

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from settler_jobs.alerts import depth_history
 from settler_jobs.dashboard.charts import bar_chart, line_chart
 from settler_jobs.dashboard.session import Session
-from settler_jobs.dashboard.web import context, render, require_session
+from settler_jobs.dashboard.web import context, render, require_session, state_redis
 
 router = APIRouter()
 Operator = Annotated[Session, Depends(require_session)]
@@ -25,7 +25,7 @@ async def overview(request: Request, session: Operator) -> Response:
     counts = {c.queue: c for c in await queue.counts()}
     finished = await queue.finished_per_minute(60)
     lanes = list(counts)
-    depth = await depth_history.read(ctx.redis, ctx.settings.queue_prefix, lanes, 60)
+    depth = await depth_history.read(state_redis(ctx), ctx.settings.queue_prefix, lanes, 60)
     kinds = []
     total = [(0, 0)] * 60
     for kind in queue.registry:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from settler_jobs.dashboard.session import COOKIE, Session, SessionSigner, is_revoked, token_matches
+from settler_jobs.errors import QueueUnavailable
 from settler_jobs.keyring import derived_key
 from settler_jobs.redaction import redact
 
@@ -73,7 +74,7 @@ class DashboardContext(Protocol):
     def services(self) -> Services: ...
 
     @property
-    def redis(self) -> Redis: ...
+    def redis(self) -> Redis | None: ...
 
     @property
     def directory(self) -> TenantDirectory: ...
@@ -125,6 +126,17 @@ def context(request: Request) -> DashboardContext:
     return ctx
 
 
+def state_redis(ctx: DashboardContext) -> Redis:
+    """The Redis holding sessions, login throttles, heartbeats and depth samples.
+
+    The seam of the PostgreSQL backend: there is no Redis there, so this answers 503
+    until those features read a state store with a PostgreSQL implementation.
+    """
+    if ctx.redis is None:
+        raise QueueUnavailable("this view keeps its state in Redis, unused on this backend")
+    return ctx.redis
+
+
 def signer(request: Request) -> SessionSigner | None:
     """The session signer, or None while no operator token is configured."""
     ctx = context(request)
@@ -146,7 +158,7 @@ async def current_session(request: Request) -> Session | None:
         return None
     found = sign.check(request.cookies.get(COOKIE))
     ctx = context(request)
-    if found is None or await is_revoked(ctx.redis, ctx.settings.queue_prefix, found):
+    if found is None or await is_revoked(state_redis(ctx), ctx.settings.queue_prefix, found):
         return None
     return found
 

@@ -1,7 +1,8 @@
 """Process and dependency health, and Prometheus metrics (unversioned, no auth).
 
-/healthz: the process answers. /readyz: Redis and the database answer and at least one
-worker is heartbeating; 503 with the failing checks otherwise.
+/healthz: the process answers. /readyz: the queue (Redis, or PostgreSQL on that backend)
+and the database answer and at least one worker is heartbeating; 503 with the failing
+checks otherwise. Each check gives up after 1.5 s, so a dead server answers within 2 s.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def _check(probe: Any) -> str:
     responses={503: {"model": Readiness, "description": "Not ready."}},
 )
 async def readyz(ctx: Context) -> JSONResponse:
-    """Ready to serve: Redis and database reachable, a worker alive."""
+    """Ready to serve: the queue and the database reachable, a worker alive."""
 
     async def database() -> None:
         async with ctx.services.sessions() as session:
@@ -68,13 +69,19 @@ async def readyz(ctx: Context) -> JSONResponse:
     workers: list[heartbeat.WorkerInfo] = []
 
     async def alive() -> None:
+        if ctx.redis is None:
+            # The state-store seam: heartbeats on the PostgreSQL backend plug in here.
+            raise LookupError("worker heartbeats have no store on this queue backend")
         workers.extend(await heartbeat.live_workers(ctx.redis, ctx.settings.queue_prefix))
         if not workers:
             raise LookupError("no worker heartbeat")
 
-    redis_state, db_state = await asyncio.gather(_check(ctx.redis.ping()), _check(database()))
-    worker_state = await _check(alive()) if redis_state == "ok" else "unknown (Redis down)"
-    checks = {"redis": redis_state, "database": db_state, "workers": worker_state}
+    queue_name = "queue" if ctx.redis is None else "redis"
+    probe = ctx.services.queue.ping()
+    queue_state, db_state = await asyncio.gather(_check(probe), _check(database()))
+    down = f"unknown ({'PostgreSQL' if ctx.redis is None else 'Redis'} down)"
+    worker_state = await _check(alive()) if queue_state == "ok" else down
+    checks = {queue_name: queue_state, "database": db_state, "workers": worker_state}
     ready = all(state == "ok" for state in checks.values())
     body = Readiness(status="ok" if ready else "unavailable", checks=checks, workers=len(workers))
     headers = None if ready else {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}

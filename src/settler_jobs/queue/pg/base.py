@@ -47,6 +47,10 @@ class PgQueueBase:
         self._queues.clear()
         await self._pool.close()
 
+    async def ping(self) -> None:
+        """Raise if PostgreSQL does not answer (QueueUnavailable)."""
+        await self._pool.fetch("SELECT 1")
+
     @property
     def registry(self) -> Registry:
         """The kinds this queue accepts."""

@@ -49,7 +49,7 @@ async def test_cancel_of_an_active_job_notifies_listeners(pg_queue: PgJobQueue) 
     )
     assert await pg_queue.cancel(sub.job.id) is JobState.ACTIVE
     assert await asyncio.wait_for(first, 5) == ("alpha", sub.job.id)
-    await requests.aclose()
+    await requests.aclose()  # type: ignore[attr-defined]
 
 
 async def test_retry_promote_and_state_errors(pg_queue: PgJobQueue) -> None:

@@ -98,12 +98,12 @@ async def open_services(
 
     `check_redis` runs the queue's start-up checks (name kept from the Redis-only days):
     the API passes False so it starts while the queue is down and answers 503 meanwhile.
-    `queue_timeout_s` bounds PostgreSQL connects and statements (the API's 2 s answer).
+    `queue_timeout_s` bounds PostgreSQL connects (and queue statements): the API's 2 s.
     """
     for folder in (settings.data_dir, settings.files_dir, settings.outbox_dir):
         folder.mkdir(parents=True, exist_ok=True)
     kinds = registry or default_registry()
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.effective_database_url, connect_timeout_s=queue_timeout_s)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         redis_url: str | None = None
@@ -113,8 +113,9 @@ async def open_services(
             pool = queue_pool(settings, timeout_s=queue_timeout_s)
             queue = pg_job_queue(pool, kinds, settings)
             stack.push_async_callback(queue.close)
-            if check_redis:
-                # Version and migrations; unreachable -> QueueUnavailable (exit code 5).
+            if check_redis or migrate:
+                # Version, then bullmq's and settler's queue migrations (applied here, as
+                # bullmq itself does on first use); unreachable -> QueueUnavailable.
                 await pg_preflight(pool, migrate_schema=True)
         else:
             redis_url, embedded = resolve_redis_url(settings)

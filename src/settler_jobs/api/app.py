@@ -43,8 +43,6 @@ from settler_jobs.wiring import open_services
 
 log = logging.getLogger(__name__)
 API_PREFIX: Final = "/v1"
-# PostgreSQL connects and statements give up in time for a 503 within 2 s.
-_QUEUE_TIMEOUT_S: Final = 1.0
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     jobs.router,
     queues.router,
@@ -99,8 +97,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = own.api_redis_timeout_s
         async with open_services(
-            own, registry, migrate=migrate, check_redis=False, queue_timeout_s=_QUEUE_TIMEOUT_S
+            own, registry, migrate=migrate, check_redis=False, queue_timeout_s=timeout
         ) as services:
             # The API's own state (rate limits, dashboard sessions, heartbeats read by
             # /readyz and the fleet view) lives in Redis; on the PostgreSQL backend there

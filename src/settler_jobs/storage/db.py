@@ -37,17 +37,19 @@ _SQLITE_PRAGMAS: Final = (
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, connect_timeout_s: float | None = None) -> AsyncEngine:
     """An async engine for `url` (`sqlite+aiosqlite://...` or `postgresql+asyncpg://...`).
 
     SQLite files get their parent folder created and every connection runs in WAL mode
     with foreign keys on and a busy timeout; other databases ping pooled connections
-    before use. Call `await engine.dispose()` when done.
+    before use, and give up connecting after `connect_timeout_s` if given (the API's
+    503 within 2 s). Call `await engine.dispose()` when done.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_async_engine(parsed, pool_pre_ping=True)
+    connect_args = {"timeout": connect_timeout_s} if connect_timeout_s is not None else {}
+    return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

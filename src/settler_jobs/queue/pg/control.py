@@ -106,7 +106,7 @@ class PgControl(PgQueueBase):
 
     async def cancellation_requests(self) -> AsyncIterator[tuple[str, str]]:
         """Yield (queue, job id) for every cancel request of an active job."""
-        conn = await self._pool.connect()
+        conn = await self._pool.connect(bounded=False)
         try:
             async with pg_errors():
                 await conn.execute(f"LISTEN {CANCEL_CHANNEL}")

@@ -8,6 +8,7 @@ connections surface as `QueueUnavailable` (HTTP 503, CLI exit 5), like Redis err
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -51,13 +52,16 @@ class PgPool:
         """The queue schema (bullmq's tables and functions, and ours)."""
         return self._schema
 
-    async def connect(self, *, autocommit: bool = True, dict_rows: bool = True) -> Any:
+    async def connect(
+        self, *, autocommit: bool = True, dict_rows: bool = True, bounded: bool = True
+    ) -> Any:
         """A new connection outside the pool (LISTEN, migrations); the caller closes it.
 
-        Rows are dicts unless `dict_rows` is False (bullmq's migration runner wants tuples).
+        Rows are dicts unless `dict_rows` is False (bullmq's migration runner wants tuples);
+        `bounded=False` lifts the statement timeout (migrations, waits).
         """
         options = f"-c search_path={self._schema},public"
-        if self._statement_timeout_s is not None:
+        if self._statement_timeout_s is not None and bounded:
             options += f" -c statement_timeout={round(self._statement_timeout_s * 1000)}"
         try:
             # The connect timeout of libpq has 1 s granularity: bound the whole attempt too.
@@ -67,9 +71,9 @@ class PgPool:
                     autocommit=autocommit,
                     options=options,
                     row_factory=dict_row if dict_rows else tuple_row,
-                    connect_timeout=max(1, round(self._connect_timeout_s)),
+                    connect_timeout=max(1, math.ceil(self._connect_timeout_s)),
                 ),
-                self._connect_timeout_s + 0.5,
+                self._connect_timeout_s,
             )
         except (psycopg.OperationalError, OSError, TimeoutError) as exc:
             raise unavailable(exc) from exc

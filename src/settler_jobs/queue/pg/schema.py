@@ -50,7 +50,7 @@ async def check_version(pool: PgPool) -> int:
 
 async def migrate(pool: PgPool) -> None:
     """Apply bullmq's migrations and settler's SQL files not applied yet."""
-    conn = await pool.connect(autocommit=False, dict_rows=False)
+    conn = await pool.connect(autocommit=False, dict_rows=False, bounded=False)
     try:
         await run_migrations(conn, pool.schema)
         async with conn.transaction():

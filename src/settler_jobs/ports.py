@@ -7,7 +7,7 @@ queue (or the registry), which keeps the kernel free of import circles.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,11 +38,12 @@ class SqlRun(Protocol):
     ) -> Sequence[Mapping[str, Any]]: ...
 
 
+@runtime_checkable
 class TransactionalSubmitter(Protocol):
     """A queue that can add jobs inside the caller's database transaction.
 
-    Only the PostgreSQL queue, when the queue tables live in the application database:
-    the jobs commit or roll back with the caller's rows.
+    Only the PostgreSQL queue, whose tables live in the application database: the jobs
+    commit or roll back with the caller's rows. Capabilities check for it at run time.
     """
 
     async def submit_in(self, run: SqlRun, subs: Sequence[Submission]) -> list[Submitted]: ...

@@ -24,7 +24,7 @@ from settler_jobs.records import JobRecord
 _LOOKUP_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_.-")
 # Every column a JobRecord needs (no locks, no flow bookkeeping).
 JOB_COLUMNS: Final = (
-    "queue, id, name, state::text AS state, data, opts, priority, delay_ms, max_attempts,"
+    "queue, id, seq, name, state::text AS state, data, opts, priority, delay_ms, max_attempts,"
     " attempts_made, progress, return_value, failed_reason, stacktrace, added_at_ms,"
     " processed_at_ms, finished_at_ms"
 )

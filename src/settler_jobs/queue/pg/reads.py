@@ -33,6 +33,15 @@ _ORDER: Final[dict[JobState, str]] = {
     JobState.COMPLETED: "finished_at_ms DESC, seq DESC",
     JobState.FAILED: "finished_at_ms DESC, seq DESC",
 }
+# Newest first, for list_jobs (waiting and delayed jobs have no index in that order: a
+# lane's rows in that state are scanned, and only the first few kept).
+_NEWEST: Final[dict[JobState, str]] = {
+    JobState.WAITING: "seq DESC",
+    JobState.DELAYED: "seq DESC",
+    JobState.ACTIVE: "processed_at_ms DESC NULLS LAST, seq DESC",
+    JobState.COMPLETED: "finished_at_ms DESC, seq DESC",
+    JobState.FAILED: "finished_at_ms DESC, seq DESC",
+}
 _BACKLOG_STATES: Final = ("waiting", "delayed", "active")
 
 
@@ -53,20 +62,35 @@ class PgReader(PgQueueBase):
         limit: int = 50,
         offset: int = 0,
     ) -> list[JobRecord]:
-        """Newest jobs first, optionally filtered by kind, state and tenant."""
+        """Newest jobs first, optionally filtered; the tenant filter applies to the page.
+
+        As on Redis, each lane and state gives its newest `offset + limit` jobs, then come
+        the tenant filter, the sort (by creation, then insertion) and the slice.
+        """
         limit = max(1, min(limit, 500))
         if not 0 <= offset <= _MAX_LIST_OFFSET:
             raise ValueError(f"offset must be between 0 and {_MAX_LIST_OFFSET}; filter instead")
-        states = [state.value] if state else [s.value for s in _STATES]
+        states = [state] if state else list(_STATES)
+        parts = [
+            f"(SELECT j.* FROM unnest(%(lanes)s::text[]) AS l(q) CROSS JOIN LATERAL"
+            f" (SELECT {JOB_COLUMNS} FROM job WHERE queue = l.q AND state = '{st.value}'"
+            f" ORDER BY {_NEWEST[st]} LIMIT %(n)s) AS j)"
+            for st in states
+        ]
         sql = (
-            f"SELECT {JOB_COLUMNS} FROM job WHERE queue = ANY(%s) AND state::text = ANY(%s)"
-            " AND (%s::text IS NULL OR data->>'tenantId' = %s)"
-            " ORDER BY added_at_ms DESC, seq DESC LIMIT %s OFFSET %s"
+            "SELECT * FROM (" + " UNION ALL ".join(parts) + ") AS page"
+            " WHERE %(tenant)s::text IS NULL OR data->>'tenantId' = %(tenant)s"
+            " ORDER BY added_at_ms DESC, seq DESC LIMIT %(limit)s OFFSET %(offset)s"
         )
+        params = {
+            "lanes": self._lanes(kind),
+            "n": offset + limit,
+            "tenant": tenant_id,
+            "limit": limit,
+            "offset": offset,
+        }
         async with pg_errors():
-            rows = await self._pool.fetch(
-                sql, (self._lanes(kind), states, tenant_id, tenant_id, limit, offset)
-            )
+            rows = await self._pool.fetch(sql, params)
         return [self.record(row) for row in rows]
 
     def _lanes(self, kind: str | None) -> list[str]:
@@ -98,31 +122,52 @@ class PgReader(PgQueueBase):
     ) -> JobPage:
         """A page of jobs read segment by segment (lane, state), in each state's order.
 
-        The cursor is `<segment>:<offset>` as on Redis; the tenant filter runs in SQL,
-        so `scanned` counts the rows read and `scan_limit` only bounds the page.
+        The cursor is `<segment>:<offset>` as on Redis: offsets count the jobs read in a
+        segment, so with a tenant filter at most `scan_limit` jobs are read per page
+        (only their id and tenant) and `next_cursor` goes on from there.
         """
-        limit = max(1, min(limit, 200, scan_limit))
+        limit = max(1, min(limit, 200))
         states = [state] if state else list(_STATES)
         lanes = self._lanes(kind)
         segments = [(q, s) for s in states for q in lanes]
         seg, offset = _parse_cursor(cursor, len(segments))
-        records: list[JobRecord] = []
+        picked: list[tuple[str, str]] = []  # (queue, job id)
+        scanned = 0
         async with pg_errors():
-            while seg < len(segments) and len(records) < limit:
+            while seg < len(segments) and len(picked) < limit and scanned < scan_limit:
                 queue, st = segments[seg]
-                want = limit - len(records)
+                want = limit - len(picked) if tenant_id is None else min(200, scan_limit - scanned)
                 rows = await self._pool.fetch(
-                    f"SELECT {JOB_COLUMNS} FROM job WHERE queue = %s AND state::text = %s"
-                    " AND (%s::text IS NULL OR data->>'tenantId' = %s)"
+                    "SELECT id, data->>'tenantId' AS tenant FROM job"
+                    f" WHERE queue = %s AND state = '{st.value}'"
                     f" ORDER BY {_ORDER[st]} LIMIT %s OFFSET %s",
-                    (queue, st.value, tenant_id, tenant_id, want, offset),
+                    (queue, want, offset),
                 )
-                records.extend(self.record({**row, "state": st.value}) for row in rows)
-                offset += len(rows)
-                if len(rows) < want:
+                taken = 0
+                for row in rows:
+                    taken += 1
+                    if tenant_id is None or row["tenant"] == tenant_id:
+                        picked.append((queue, str(row["id"])))
+                        if len(picked) == limit:
+                            break
+                scanned += taken
+                offset += taken
+                if len(rows) < want and len(picked) < limit:
                     seg, offset = seg + 1, 0
+            records = await self._records(picked)
         more = seg < len(segments)
-        return JobPage(records, f"{seg}:{offset}" if more else None, len(records))
+        return JobPage(records, f"{seg}:{offset}" if more else None, scanned)
+
+    async def _records(self, picked: list[tuple[str, str]]) -> list[JobRecord]:
+        """The picked jobs' records in the picked order (jobs gone meanwhile left out)."""
+        if not picked:
+            return []
+        rows = await self._pool.fetch(
+            f"SELECT {JOB_COLUMNS} FROM job j JOIN unnest(%s::text[], %s::text[])"
+            " WITH ORDINALITY AS p(q, i, n) ON j.queue = p.q AND j.id = p.i ORDER BY p.n",
+            ([q for q, _ in picked], [i for _, i in picked]),
+        )
+        return [self.record(row) for row in rows]
 
     async def finished_per_minute(self, minutes: int = 60) -> dict[str, list[tuple[int, int]]]:
         """Per lane, (completed, failed) per minute over the last `minutes`, oldest first.

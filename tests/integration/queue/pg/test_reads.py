@@ -141,3 +141,18 @@ async def test_tenant_backlog_counts_unfinished_jobs_per_tenant(pg_queue: PgJobQ
     full = await pg_queue.tenant_backlog()
     assert not full.truncated and full.tenants["acme"].waiting == {"alpha": 3}
     assert full.tenants["acme"].oldest_waiting_created_ms is not None
+
+
+async def test_browse_reads_at_most_scan_limit_jobs_per_page(pg_queue: PgJobQueue) -> None:
+    others = await pg_queue.submit_bulk([_sub("alpha", "globex", f"g{i}") for i in range(5)])
+    [mine] = await pg_queue.submit_bulk([_sub("alpha", "acme", "mine")])
+    first = await pg_queue.browse(tenant_id="acme", state=JobState.WAITING, scan_limit=3)
+    # Three of globex's jobs were read (ids and tenants only), none of them shown.
+    assert (first.jobs, first.scanned) == ([], 3)
+    assert first.next_cursor is not None
+    rest = await pg_queue.browse(
+        tenant_id="acme", state=JobState.WAITING, cursor=first.next_cursor, scan_limit=3
+    )
+    assert [j.id for j in rest.jobs] == [mine.job.id]
+    newest = await pg_queue.list_jobs(kind="alpha", limit=2)
+    assert [j.id for j in newest] == [mine.job.id, others[-1].job.id]

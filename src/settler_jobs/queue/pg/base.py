@@ -12,6 +12,7 @@ import string
 from typing import Any, Final
 
 import bullmq
+from psycopg.conninfo import make_conninfo
 
 from settler_jobs import envelope
 from settler_jobs.config import Settings
@@ -68,7 +69,9 @@ class PgQueueBase:
 
     def _queue(self, name: str) -> bullmq.Queue:
         if name not in self._queues:
-            opts = {"connection": self._pool.dsn, "backend": "postgres", "schema": self._schema}
+            # bullmq opens its own connection per queue: bound its connects like ours.
+            dsn = make_conninfo(self._pool.dsn, connect_timeout=self._pool.connect_timeout)
+            opts = {"connection": dsn, "backend": "postgres", "schema": self._schema}
             self._queues[name] = bullmq.Queue(name, opts)
         return self._queues[name]
 

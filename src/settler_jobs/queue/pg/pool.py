@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -19,6 +20,7 @@ from psycopg.rows import dict_row, tuple_row
 from settler_jobs.errors import QueueUnavailable
 
 _DEFAULT_SIZE: Final = 4
+_PING_AFTER_IDLE_S: Final = 5.0
 
 
 class PgPool:
@@ -38,7 +40,7 @@ class PgPool:
         self._size = max(1, size)
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_s = statement_timeout_s
-        self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
+        self._idle: list[tuple[Any, float]] = []  # (connection, idle since)
         self._slots = asyncio.Semaphore(self._size)
         self._closed = False
 
@@ -46,6 +48,11 @@ class PgPool:
     def dsn(self) -> str:
         """The libpq URL connections are opened with."""
         return self._dsn
+
+    @property
+    def connect_timeout(self) -> int:
+        """libpq's connect_timeout (whole seconds) of every connection."""
+        return max(1, math.ceil(self._connect_timeout_s))
 
     @property
     def schema(self) -> str:
@@ -71,7 +78,7 @@ class PgPool:
                     autocommit=autocommit,
                     options=options,
                     row_factory=dict_row if dict_rows else tuple_row,
-                    connect_timeout=max(1, math.ceil(self._connect_timeout_s)),
+                    connect_timeout=self.connect_timeout,
                 ),
                 self._connect_timeout_s,
             )
@@ -84,18 +91,30 @@ class PgPool:
         if self._closed:
             raise QueueUnavailable("the queue database pool is closed")
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self.connect()
-            healthy = False
+            conn = await self._checkout()
             try:
                 yield conn
-                healthy = not conn.closed and conn.info.transaction_status.name == "IDLE"
             except (psycopg.OperationalError, OSError) as exc:
                 raise unavailable(exc) from exc
             finally:
+                healthy = not conn.closed and conn.info.transaction_status.name == "IDLE"
                 if healthy and not self._closed:
-                    self._idle.append(conn)
+                    self._idle.append((conn, time.monotonic()))
                 else:
                     await conn.close()
+
+    async def _checkout(self) -> Any:
+        while self._idle:
+            conn, since = self._idle.pop()
+            if time.monotonic() - since < _PING_AFTER_IDLE_S:
+                return conn
+            # Idle a while: the server may have restarted since; check before use.
+            try:
+                await conn.execute("SELECT 1")
+                return conn
+            except (psycopg.OperationalError, OSError):
+                await conn.close()
+        return await self.connect()
 
     async def fetch(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         """Rows of one statement (an empty list for statements without a result)."""
@@ -107,7 +126,7 @@ class PgPool:
         """Close every idle connection; connections in use close when handed back."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             await conn.close()
 
 

@@ -118,3 +118,12 @@ async def test_webhook_deliveries_and_their_jobs_commit_together(
     async with services.sessions() as session:
         events = await session.execute(text("SELECT count(*) FROM webhook_events"))
     assert events.scalar_one() == 1
+
+    # A redelivery's new generation and its job commit together too.
+    await hooks.cancel_delivery("acme", delivery.id)
+    again = await hooks.redeliver("acme", delivery.id)
+    assert again.generation == delivery.generation + 1
+    jobs = await _jobs(queue, "webhook-delivery")
+    assert [j["data"]["generation"] for j in jobs] == [1, 2]  # type: ignore[index]
+    async with services.sessions() as session:
+        assert await hook_store.unenqueued(session, limit=10) == []

@@ -107,7 +107,7 @@ async def pg_queue(pg_settings: Settings) -> AsyncIterator[PgJobQueue]:
     """Our PostgreSQL queue (it migrates the schema Node then uses)."""
     pool = queue_pool(pg_settings)
     await preflight(pool, migrate_schema=True)
-    queue = PgJobQueue(pool, Registry([JobKind("alpha", _noop)]), pg_settings)
+    queue = PgJobQueue(Registry([JobKind("alpha", _noop)]), pg_settings, pool)
     try:
         yield queue
     finally:

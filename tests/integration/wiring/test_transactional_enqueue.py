@@ -21,6 +21,7 @@ from settler_jobs.webhooks import store as hook_store
 from settler_jobs.webhooks.service import Webhooks
 from settler_jobs.wiring import Services, open_services
 from tests.api.kinds import registry
+from tests.integration.queue.pg.sql import sql
 from tests.integration.wiring.test_postgres_backend import _pg_settings
 
 
@@ -39,7 +40,8 @@ def _pg(services: Services) -> PgJobQueue:
 
 
 async def _jobs(queue: PgJobQueue, kind: str) -> list[dict[str, object]]:
-    return await queue.pool.fetch(
+    return await sql(
+        queue,
         "SELECT id, data FROM job WHERE queue IN (%s, %s) ORDER BY seq",
         (kind, f"{kind}-express"),
     )

@@ -14,17 +14,17 @@ from typing import Final
 
 import psycopg
 
-from settler_jobs.domain import JobState
+from settler_jobs.domain import JobState, PriorityClass, Tier, fair_step
 from settler_jobs.errors import InvalidState, NotFound
-from settler_jobs.queue.pg.base import PgQueueBase
 from settler_jobs.queue.pg.pool import pg_errors
+from settler_jobs.queue.pg.rows import PgSql
 from settler_jobs.records import JobRecord
 
 CANCEL_CHANNEL: Final = "settler_cancel"
 """NOTIFY channel of cancel requests; payload `<queue>\\t<job id>`."""
 
 
-class PgControl(PgQueueBase):
+class PgControl(PgSql):
     """Acting on jobs and lanes: cancel, retry, promote, pause, resume, clean up."""
 
     async def cancel(self, job_id: str, *, tenant_id: str | None = None) -> JobState:
@@ -37,7 +37,7 @@ class PgControl(PgQueueBase):
                     return JobState.CANCELLED
                 record = await self._get(job_id, tenant_id)
             if record.state is JobState.ACTIVE:
-                await self._pool.fetch(
+                await self._rows(
                     "SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, f"{record.queue}\t{job_id}")
                 )
                 return JobState.ACTIVE
@@ -47,7 +47,7 @@ class PgControl(PgQueueBase):
         # Only a job not claimed meanwhile is removed: the row lock orders us against
         # a claim, and a job that became active is interrupted instead.
         try:
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT remove(j.queue, j.id, false) AS n FROM job j"
                 " WHERE j.queue = %s AND j.id = %s AND j.state IN ('waiting', 'delayed')",
                 (record.queue, record.id),
@@ -57,11 +57,15 @@ class PgControl(PgQueueBase):
         return int(rows[0]["n"]) if rows else 0
 
     async def _refund(self, record: JobRecord) -> None:
-        """A cancelled waiting job gives its flow's share back.
-
-        On PostgreSQL a flow's backlog is its rows, so removing the row is the refund;
-        the fair-share engine may extend this to move its flow clock back.
-        """
+        """A cancelled waiting job gives its flow's virtual time back (its quota use too)."""
+        if not (record.tenant_id and record.tier and record.priority_class):
+            return
+        priority, tier = PriorityClass(record.priority_class), Tier(record.tier)
+        await self._rows(
+            "UPDATE settler_fair_flow SET f = f - %s"
+            " WHERE queue = %s AND tenant = %s AND class = %s",
+            (fair_step(priority, tier), record.queue, record.tenant_id, priority.value),
+        )
 
     async def retry(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
         """Run a failed job again from the start, with its attempts reset."""
@@ -71,7 +75,7 @@ class PgControl(PgQueueBase):
                 raise InvalidState(
                     f"job {job_id!r} is {record.state.value}; only failed jobs retry"
                 )
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT reprocess_job(%s, %s, 'failed', false, true, true) AS code",
                 (record.queue, job_id),
             )
@@ -86,7 +90,7 @@ class PgControl(PgQueueBase):
                 raise InvalidState(
                     f"job {job_id!r} is {record.state.value}; only delayed jobs are promoted"
                 )
-            rows = await self._pool.fetch("SELECT promote(%s, %s) AS code", (record.queue, job_id))
+            rows = await self._rows("SELECT promote(%s, %s) AS code", (record.queue, job_id))
             _check_code(int(rows[0]["code"]), job_id, "delayed")
             return await self._get(job_id, tenant_id)
 
@@ -100,13 +104,15 @@ class PgControl(PgQueueBase):
 
     async def _set_paused(self, kind: str, *, paused: bool) -> None:
         k = self._registry.get(kind)
-        async with pg_errors(), self._pool.connection() as conn, conn.transaction():
-            for q in (k.queue, k.express_queue):
-                await conn.execute("SELECT pause(%s, %s)", (q, paused))
+        async with pg_errors():
+            await self._rows(
+                "SELECT pause(q, %s) FROM unnest(%s::text[]) AS l(q)",
+                (paused, [k.queue, k.express_queue]),
+            )
 
     async def cancellation_requests(self) -> AsyncIterator[tuple[str, str]]:
         """Yield (queue, job id) for every cancel request of an active job."""
-        conn = await self._pool.connect(bounded=False)
+        conn = await self._pool.connect()
         try:
             async with pg_errors():
                 await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
@@ -120,7 +126,7 @@ class PgControl(PgQueueBase):
     async def dlq_cursor(self, queue: str) -> int:
         """Failure time (ms) up to which this lane's failed jobs were copied to the DLQ."""
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT failed_at_ms FROM settler_dlq_cursor WHERE queue = %s", (queue,)
             )
         return int(rows[0]["failed_at_ms"]) if rows else 0
@@ -128,7 +134,7 @@ class PgControl(PgQueueBase):
     async def set_dlq_cursor(self, queue: str, failed_at_ms: int) -> None:
         """Advance the DLQ copy cursor of a lane."""
         async with pg_errors():
-            await self._pool.fetch(
+            await self._rows(
                 "INSERT INTO settler_dlq_cursor (queue, failed_at_ms) VALUES (%s, %s)"
                 " ON CONFLICT (queue) DO UPDATE SET failed_at_ms = EXCLUDED.failed_at_ms",
                 (queue, int(failed_at_ms)),
@@ -138,7 +144,7 @@ class PgControl(PgQueueBase):
         """How many completed/failed jobs of a lane finished more than `older_than_s` ago."""
         cutoff = int(time.time() * 1000) - older_than_s * 1000
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT count(*) AS n FROM job WHERE queue = %s AND state = %s::job_state"
                 " AND finished_at_ms <= %s",
                 (queue, _finished(state), cutoff),
@@ -151,7 +157,7 @@ class PgControl(PgQueueBase):
         """Delete up to `limit` completed/failed jobs of a lane older than `older_than_s`."""
         cutoff = int(time.time() * 1000) - older_than_s * 1000
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT count(*) AS n FROM clean(%s, %s, %s, %s) AS t(id)",
                 (queue, _finished(state), cutoff, max(1, limit)),
             )

@@ -43,4 +43,4 @@ async def preflight(pool: PgPool, *, migrate_schema: bool) -> None:
 
 def pg_job_queue(pool: PgPool, registry: Registry, settings: Settings) -> PgJobQueue:
     """The queue over an opened pool."""
-    return PgJobQueue(pool, registry, settings)
+    return PgJobQueue(registry, settings, pool)

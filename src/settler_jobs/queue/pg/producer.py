@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from psycopg.rows import dict_row
+
 from settler_jobs.queue.pg.pool import pg_errors
 from settler_jobs.queue.pg.txn import PgTransactionalProducer
 from settler_jobs.records import Submission, Submitted
@@ -26,10 +28,12 @@ class PgProducer(PgTransactionalProducer):
 
     async def submit_bulk(self, subs: Sequence[Submission]) -> list[Submitted]:
         """Validate every submission first, then add them all in one transaction."""
+        await self.ready()
         async with pg_errors(), self._pool.connection() as conn, conn.transaction():
 
             async def run(sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-                cur = await conn.execute(_NAMED.sub(r"%(\1)s", sql), dict(params))
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(_NAMED.sub(r"%(\1)s", sql).encode(), dict(params))
                 return list(await cur.fetchall()) if cur.description else []
 
             return await self.submit_in(run, subs)

@@ -11,8 +11,9 @@ from dataclasses import replace
 from typing import Any, Final
 
 from settler_jobs.domain import JobState
-from settler_jobs.queue.pg.base import JOB_COLUMNS, PgQueueBase, pg_record
 from settler_jobs.queue.pg.pool import pg_errors
+from settler_jobs.queue.pg.record import COLUMNS, record_from
+from settler_jobs.queue.pg.rows import PgSql
 from settler_jobs.queue.reads import JobPage, _parse_cursor
 from settler_jobs.records import BacklogScan, JobRecord, QueueCounts, TenantBacklog
 
@@ -45,7 +46,7 @@ _NEWEST: Final[dict[JobState, str]] = {
 _BACKLOG_STATES: Final = ("waiting", "delayed", "active")
 
 
-class PgReader(PgQueueBase):
+class PgReader(PgSql):
     """Reading jobs and lanes: one job, lists and pages, counts and finish rates, backlogs."""
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
@@ -73,7 +74,7 @@ class PgReader(PgQueueBase):
         states = [state] if state else list(_STATES)
         parts = [
             f"(SELECT j.* FROM unnest(%(lanes)s::text[]) AS l(q) CROSS JOIN LATERAL"
-            f" (SELECT {JOB_COLUMNS} FROM job WHERE queue = l.q AND state = '{st.value}'"
+            f" (SELECT {COLUMNS} FROM job WHERE queue = l.q AND state = '{st.value}'"
             f" ORDER BY {_NEWEST[st]} LIMIT %(n)s) AS j)"
             for st in states
         ]
@@ -90,8 +91,8 @@ class PgReader(PgQueueBase):
             "offset": offset,
         }
         async with pg_errors():
-            rows = await self._pool.fetch(sql, params)
-        return [self.record(row) for row in rows]
+            rows = await self._rows(sql, params)
+        return [self._record(row) for row in rows]
 
     def _lanes(self, kind: str | None) -> list[str]:
         kinds = [self._registry.get(kind)] if kind else list(self._registry)
@@ -103,7 +104,7 @@ class PgReader(PgQueueBase):
         """The newest `limit` log lines of a job (oldest first)."""
         async with pg_errors():
             record = await self._get(job_id, tenant_id)
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT row FROM job_log WHERE queue = %s AND job_id = %s"
                 " ORDER BY idx DESC LIMIT %s",
                 (record.queue, job_id, max(0, limit)),
@@ -137,7 +138,7 @@ class PgReader(PgQueueBase):
             while seg < len(segments) and len(picked) < limit and scanned < scan_limit:
                 queue, st = segments[seg]
                 want = limit - len(picked) if tenant_id is None else min(200, scan_limit - scanned)
-                rows = await self._pool.fetch(
+                rows = await self._rows(
                     "SELECT id, data->>'tenantId' AS tenant FROM job"
                     f" WHERE queue = %s AND state = '{st.value}'"
                     f" ORDER BY {_ORDER[st]} LIMIT %s OFFSET %s",
@@ -162,12 +163,12 @@ class PgReader(PgQueueBase):
         """The picked jobs' records in the picked order (jobs gone meanwhile left out)."""
         if not picked:
             return []
-        rows = await self._pool.fetch(
-            f"SELECT {JOB_COLUMNS} FROM job j JOIN unnest(%s::text[], %s::text[])"
+        rows = await self._rows(
+            f"SELECT {COLUMNS} FROM job j JOIN unnest(%s::text[], %s::text[])"
             " WITH ORDINALITY AS p(q, i, n) ON j.queue = p.q AND j.id = p.i ORDER BY p.n",
             ([q for q, _ in picked], [i for _, i in picked]),
         )
-        return [self.record(row) for row in rows]
+        return [self._record(row) for row in rows]
 
     async def finished_per_minute(self, minutes: int = 60) -> dict[str, list[tuple[int, int]]]:
         """Per lane, (completed, failed) per minute over the last `minutes`, oldest first.
@@ -178,7 +179,7 @@ class PgReader(PgQueueBase):
         first = now_min - minutes + 1
         queues = self._registry.queues()
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT queue, state::text AS state, finished_at_ms / 60000 AS minute,"
                 " count(*) AS n FROM job WHERE queue = ANY(%s)"
                 " AND state IN ('completed', 'failed') AND finished_at_ms >= %s"
@@ -197,7 +198,7 @@ class PgReader(PgQueueBase):
         now_ms = int(time.time() * 1000)
         queues = self._registry.queues()
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT queue, state::text AS state, count(*) AS n,"
                 " min(added_at_ms) FILTER (WHERE state = 'waiting') AS oldest"
                 " FROM job WHERE queue = ANY(%s) GROUP BY 1, 2",
@@ -220,7 +221,7 @@ class PgReader(PgQueueBase):
         since = int(time.time() * 1000) - round(window_s * 1000)
         queues = self._registry.queues()
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT queue, count(*) FILTER (WHERE state = 'completed') AS c,"
                 " count(*) FILTER (WHERE state = 'failed') AS f FROM job"
                 " WHERE queue = ANY(%s) AND state IN ('completed', 'failed')"
@@ -238,7 +239,7 @@ class PgReader(PgQueueBase):
         now_ms = int(time.time() * 1000)
         queues = self._registry.queues()
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT queue, min(processed_at_ms) AS first FROM job"
                 " WHERE queue = ANY(%s) AND state = 'active' GROUP BY 1",
                 (queues,),
@@ -251,22 +252,14 @@ class PgReader(PgQueueBase):
     async def failed_since(self, queue: str, after_ms: int, limit: int = 500) -> list[JobRecord]:
         """Failed jobs of a lane whose failure time is at or after `after_ms`, oldest first."""
         kind = self._registry.for_queue(queue).name
-        columns = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
         async with pg_errors():
-            rows = await self._pool.fetch(
-                f"SELECT {columns}, f.failed_at_ms AS first_failed FROM job j"
-                " LEFT JOIN settler_first_failed f ON f.queue = j.queue AND f.job_id = j.id"
-                " WHERE j.queue = %s AND j.state = 'failed' AND j.finished_at_ms >= %s"
-                " ORDER BY j.finished_at_ms, j.seq LIMIT %s",
+            rows = await self._rows(
+                f"SELECT {COLUMNS} FROM job WHERE queue = %s AND state = 'failed'"
+                " AND finished_at_ms >= %s ORDER BY finished_at_ms, seq LIMIT %s",
                 (queue, after_ms, max(1, limit)),
             )
-        return [
-            replace(
-                pg_record(row, queue, kind),
-                first_failed_at_ms=int(row["first_failed"]) if row["first_failed"] else None,
-            )
-            for row in rows
-        ]
+        # The first failure time rides in the job's opts (FIRST_FAILED, set by the lane).
+        return [record_from(row, kind) for row in rows]
 
     async def tenant_backlog(self, *, per_lane: int = 1000) -> BacklogScan:
         """Unfinished jobs per tenant, from at most `per_lane` jobs per lane and state.
@@ -275,7 +268,7 @@ class PgReader(PgQueueBase):
         """
         per_lane = max(1, min(per_lane, 10_000))
         async with pg_errors():
-            rows = await self._pool.fetch(
+            rows = await self._rows(
                 "SELECT l.queue, s.state, j.tenant, j.added_at_ms, j.rank FROM"
                 " unnest(%s::text[]) AS l(queue) CROSS JOIN unnest(%s::text[]) AS s(state)"
                 " CROSS JOIN LATERAL (SELECT data->>'tenantId' AS tenant, added_at_ms,"

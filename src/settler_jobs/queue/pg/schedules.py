@@ -14,13 +14,13 @@ from typing import Any
 
 from settler_jobs.errors import InvalidJob
 from settler_jobs.kinds import JobKind
-from settler_jobs.queue.pg.base import PgQueueBase
 from settler_jobs.queue.pg.pool import pg_errors
+from settler_jobs.queue.pg.rows import PgSql
 from settler_jobs.queue.schedules import _SCHEDULE_ID, _same_schedule
 from settler_jobs.records import ScheduleInfo
 
 
-class PgSchedules(PgQueueBase):
+class PgSchedules(PgSql):
     """bullmq job schedulers feeding the kinds' shared lanes."""
 
     async def upsert_schedule(
@@ -56,7 +56,7 @@ class PgSchedules(PgQueueBase):
                     )
                 except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
                     raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
-                await self._pool.fetch(
+                await self._rows(
                     "INSERT INTO settler_schedule (queue, schedule_id, registered_at_ms)"
                     " VALUES (%s, %s, %s) ON CONFLICT (queue, schedule_id)"
                     " DO UPDATE SET registered_at_ms = EXCLUDED.registered_at_ms",
@@ -84,7 +84,7 @@ class PgSchedules(PgQueueBase):
 
     async def _schedules_of(self, kind: JobKind) -> list[ScheduleInfo]:
         raw = await self._queue(kind.queue).getJobSchedulers(0, 99, True)
-        rows = await self._pool.fetch(
+        rows = await self._rows(
             "SELECT schedule_id, registered_at_ms FROM settler_schedule WHERE queue = %s",
             (kind.queue,),
         )
@@ -112,7 +112,7 @@ class PgSchedules(PgQueueBase):
         k = self._registry.get(kind)
         async with pg_errors():
             removed = int(await self._queue(k.queue).removeJobScheduler(schedule_id)) == 0
-            await self._pool.fetch(
+            await self._rows(
                 "DELETE FROM settler_schedule WHERE queue = %s AND schedule_id = %s",
                 (k.queue, schedule_id),
             )

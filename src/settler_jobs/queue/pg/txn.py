@@ -16,7 +16,8 @@ from typing import Any
 
 from settler_jobs.errors import InvalidJob
 from settler_jobs.ports import SqlRun
-from settler_jobs.queue.pg.base import JOB_COLUMNS, PgQueueBase
+from settler_jobs.queue.pg.record import COLUMNS
+from settler_jobs.queue.pg.rows import PgSql
 from settler_jobs.queue.producer import _new_record, _Prepared, prepare
 from settler_jobs.records import Submission, Submitted
 
@@ -31,7 +32,7 @@ _FIND = (
 )
 
 
-class PgTransactionalProducer(PgQueueBase):
+class PgTransactionalProducer(PgSql):
     """`submit_in`: add jobs inside the caller's transaction."""
 
     async def submit_in(self, run: SqlRun, subs: Sequence[Submission]) -> list[Submitted]:
@@ -40,7 +41,7 @@ class PgTransactionalProducer(PgQueueBase):
         """
         now_ms = int(time.time() * 1000)
         prepared = [prepare(self._registry, self._settings, sub, now_ms) for sub in subs]
-        schema = f'"{self._schema}"'
+        schema = f'"{self._pool.schema}"'
         lanes = self._registry.queues()
         existing = {
             str(row["id"]): row
@@ -75,12 +76,12 @@ class PgTransactionalProducer(PgQueueBase):
 
     async def _stored(self, run: SqlRun, row: Any) -> Any:
         rows = await run(
-            f'SELECT {JOB_COLUMNS} FROM "{self._schema}".job WHERE queue = :queue AND id = :id',
+            f'SELECT {COLUMNS} FROM "{self._pool.schema}".job WHERE queue = :queue AND id = :id',
             {"queue": row["queue"], "id": row["id"]},
         )
         if not rows:
             raise InvalidJob(f"job {row['id']!r} vanished while it was being added")
-        return self.record(_decoded(rows[0]))
+        return self._record(_decoded(rows[0]))
 
 
 def _params(p: _Prepared) -> dict[str, Any]:

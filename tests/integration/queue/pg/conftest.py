@@ -45,7 +45,7 @@ async def pg_queue(pg_settings: Settings, pg_registry: Registry) -> AsyncIterato
     """A migrated PostgreSQL queue; closed afterwards."""
     pool = queue_pool(pg_settings)
     await preflight(pool, migrate_schema=True)
-    queue = PgJobQueue(pool, pg_registry, pg_settings)
+    queue = PgJobQueue(pg_registry, pg_settings, pool)
     try:
         yield queue
     finally:

@@ -13,6 +13,7 @@ from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.queue.pg import PgJobQueue
 from settler_jobs.records import Submission
 from tests.helpers import eventually
+from tests.integration.queue.pg.sql import sql
 from tests.integration.queue.pg.test_reads import _finish
 
 
@@ -33,7 +34,8 @@ async def test_cancel_removes_a_waiting_job_and_refuses_other_tenants(
 
 async def test_cancel_of_an_active_job_notifies_listeners(pg_queue: PgJobQueue) -> None:
     [sub] = await pg_queue.submit_bulk([_sub()])
-    await pg_queue.pool.fetch(
+    await sql(
+        pg_queue,
         "UPDATE job SET state = 'active', processed_at_ms = 1, lock_token = 't',"
         " locked_until_ms = %s WHERE id = %s",
         (int(time.time() * 1000) + 60_000, sub.job.id),
@@ -42,8 +44,8 @@ async def test_cancel_of_an_active_job_notifies_listeners(pg_queue: PgJobQueue) 
     first = asyncio.ensure_future(anext(requests))
     # The listener is subscribed once its LISTEN shows in pg_stat_activity.
     await eventually(
-        lambda: pg_queue.pool.fetch(
-            "SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN settler_cancel'"
+        lambda: sql(
+            pg_queue, "SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN settler_cancel'"
         ),
         bool,
     )
@@ -71,10 +73,10 @@ async def test_retry_promote_and_state_errors(pg_queue: PgJobQueue) -> None:
 
 async def test_pause_and_resume_flag_both_lanes(pg_queue: PgJobQueue) -> None:
     await pg_queue.pause("alpha")
-    rows = await pg_queue.pool.fetch("SELECT queue FROM meta WHERE field = 'paused' ORDER BY 1")
+    rows = await sql(pg_queue, "SELECT queue FROM meta WHERE field = 'paused' ORDER BY 1")
     assert [r["queue"] for r in rows] == ["alpha", "alpha-express"]
     await pg_queue.resume("alpha")
-    assert await pg_queue.pool.fetch("SELECT queue FROM meta WHERE field = 'paused'") == []
+    assert await sql(pg_queue, "SELECT queue FROM meta WHERE field = 'paused'") == []
 
 
 async def test_dlq_cursor_and_cleaning_finished_jobs(pg_queue: PgJobQueue) -> None:
@@ -87,7 +89,7 @@ async def test_dlq_cursor_and_cleaning_finished_jobs(pg_queue: PgJobQueue) -> No
     subs = await pg_queue.submit_bulk([_sub() for _ in range(3)])
     for s in subs:
         await _finish(pg_queue, s.job.id)
-    await pg_queue.pool.fetch("UPDATE job SET finished_at_ms = finished_at_ms - 3600000")
+    await sql(pg_queue, "UPDATE job SET finished_at_ms = finished_at_ms - 3600000")
     assert await pg_queue.finished_before("alpha", JobState.COMPLETED, 60) == 3
     assert await pg_queue.finished_before("alpha", JobState.FAILED, 60) == 0
     assert await pg_queue.clean_finished("alpha", JobState.COMPLETED, 60, 2) == 2

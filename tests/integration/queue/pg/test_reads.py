@@ -10,6 +10,7 @@ from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import InvalidJob, NotFound
 from settler_jobs.queue.pg import PgJobQueue
 from settler_jobs.records import Submission
+from tests.integration.queue.pg.sql import sql
 
 
 def _sub(kind: str, tenant: str, label: str, **extra: object) -> Submission:
@@ -18,22 +19,25 @@ def _sub(kind: str, tenant: str, label: str, **extra: object) -> Submission:
 
 async def _finish(queue: PgJobQueue, job_id: str, *, failed: bool = False) -> None:
     """Move a waiting job to completed/failed the way a worker's SQL does."""
-    row = await queue.pool.fetch("SELECT queue FROM job WHERE id = %s", (job_id,))
+    row = await sql(queue, "SELECT queue FROM job WHERE id = %s", (job_id,))
     lane = row[0]["queue"]
     now = int(time.time() * 1000)
-    await queue.pool.fetch(
+    await sql(
+        queue,
         "UPDATE job SET state = 'active', processed_at_ms = %s, lock_token = 't'"
         " WHERE queue = %s AND id = %s",
         (now, lane, job_id),
     )
     if failed:
-        await queue.pool.fetch(
+        await sql(
+            queue,
             "UPDATE job SET state = 'failed', finished_at_ms = %s, failed_reason = 'boom',"
             " attempts_made = 1, lock_token = NULL WHERE queue = %s AND id = %s",
             (now, lane, job_id),
         )
     else:
-        await queue.pool.fetch(
+        await sql(
+            queue,
             "UPDATE job SET state = 'completed', finished_at_ms = %s,"
             " return_value = '\"ok\"', lock_token = NULL WHERE queue = %s AND id = %s",
             (now, lane, job_id),
@@ -61,7 +65,7 @@ async def test_idempotent_submit_returns_the_stored_job(pg_queue: PgJobQueue) ->
     [again] = await pg_queue.submit_bulk([_sub("alpha", "acme", "x", idempotency_key="k1")])
     assert first.created and not again.created
     assert again.job.id == first.job.id
-    rows = await pg_queue.pool.fetch("SELECT count(*) AS n FROM job")
+    rows = await sql(pg_queue, "SELECT count(*) AS n FROM job")
     assert rows[0]["n"] == 1
 
 
@@ -119,7 +123,8 @@ async def test_finish_rates_failures_and_logs(pg_queue: PgJobQueue) -> None:
     assert sum(f for _, f in per_minute["alpha"]) == 1
     failed = await pg_queue.failed_since("alpha", before)
     assert [j.id for j in failed] == [subs[1].job.id]
-    await pg_queue.pool.fetch(
+    await sql(
+        pg_queue,
         "INSERT INTO job_log (queue, job_id, idx, row) VALUES"
         " ('alpha', %s, 0, 'first'), ('alpha', %s, 1, 'second')",
         (subs[2].job.id, subs[2].job.id),

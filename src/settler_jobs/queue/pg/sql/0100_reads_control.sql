@@ -14,29 +14,31 @@ CREATE TABLE IF NOT EXISTS settler_schedule (
   PRIMARY KEY (queue, schedule_id)
 );
 
--- The time a job first failed an attempt (the Redis side keeps it on the job hash);
--- goes with the job.
-CREATE TABLE IF NOT EXISTS settler_first_failed (
-  queue        text   NOT NULL,
-  job_id       text   NOT NULL,
-  failed_at_ms bigint NOT NULL,
-  PRIMARY KEY (queue, job_id),
-  FOREIGN KEY (queue, job_id) REFERENCES job (queue, id) ON DELETE CASCADE
-);
-
--- Fair-share counters read by usage figures: cap hits per lane and field
--- ('t:<tenant>' or a tier name), quota refusals per tier (queue = '').
-CREATE TABLE IF NOT EXISTS settler_fair_counter (
-  queue text   NOT NULL,
-  kind  text   NOT NULL CHECK (kind IN ('cap_hit', 'refusal')),
-  field text   NOT NULL,
-  n     bigint NOT NULL DEFAULT 0,
-  PRIMARY KEY (queue, kind, field)
-);
-
--- Failed jobs by failure time, for the DLQ copy (bullmq's finished index leads
--- with state, so it serves this too) and unfinished jobs by tenant for isolation
--- filters, backlogs and usage.
+-- Unfinished jobs by tenant: isolation filters, backlogs and usage.
 CREATE INDEX IF NOT EXISTS settler_job_tenant_idx
   ON job (queue, (data->>'tenantId'), state)
   WHERE state IN ('waiting', 'delayed', 'active');
+
+-- The fair-share state the engine's files (0001-0099) create and the submit and claim
+-- paths write; repeated here, IF NOT EXISTS with the same definitions, so reads and
+-- control stand on their own. Usage and cancel refunds read and write them.
+CREATE TABLE IF NOT EXISTS settler_fair_lane (
+  queue   text PRIMARY KEY,
+  v       bigint NOT NULL DEFAULT 0,
+  fmaxw   bigint NOT NULL DEFAULT 0,
+  rebases integer NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS settler_fair_flow (
+  queue  text NOT NULL,
+  tenant text NOT NULL,
+  class  text NOT NULL,
+  f      bigint NOT NULL,
+  w      bigint NOT NULL,
+  PRIMARY KEY (queue, tenant, class)
+);
+CREATE TABLE IF NOT EXISTS settler_fair_counter (
+  queue text NOT NULL,
+  key   text NOT NULL,
+  n     bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (queue, key)
+);

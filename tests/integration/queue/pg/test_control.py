@@ -45,7 +45,9 @@ async def test_cancel_of_an_active_job_notifies_listeners(pg_queue: PgJobQueue) 
     # The listener is subscribed once its LISTEN shows in pg_stat_activity.
     await eventually(
         lambda: sql(
-            pg_queue, "SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN settler_cancel'"
+            pg_queue,
+            "SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN settler_cancel'"
+            " AND state = 'idle' AND datname = current_database()",
         ),
         bool,
     )

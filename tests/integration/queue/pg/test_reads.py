@@ -150,7 +150,8 @@ async def test_tenant_backlog_counts_unfinished_jobs_per_tenant(pg_queue: PgJobQ
 
 async def test_browse_reads_at_most_scan_limit_jobs_per_page(pg_queue: PgJobQueue) -> None:
     others = await pg_queue.submit_bulk([_sub("alpha", "globex", f"g{i}") for i in range(5)])
-    [mine] = await pg_queue.submit_bulk([_sub("alpha", "acme", "mine")])
+    # Segments go lane by lane: acme's job sits in a lane after globex's.
+    [mine] = await pg_queue.submit_bulk([_sub("beta", "acme", "mine")])
     first = await pg_queue.browse(tenant_id="acme", state=JobState.WAITING, scan_limit=3)
     # Three of globex's jobs were read (ids and tenants only), none of them shown.
     assert (first.jobs, first.scanned) == ([], 3)
@@ -159,5 +160,6 @@ async def test_browse_reads_at_most_scan_limit_jobs_per_page(pg_queue: PgJobQueu
         tenant_id="acme", state=JobState.WAITING, cursor=first.next_cursor, scan_limit=3
     )
     assert [j.id for j in rest.jobs] == [mine.job.id]
-    newest = await pg_queue.list_jobs(kind="alpha", limit=2)
+    assert rest.scanned == 3  # globex's last two, then acme's
+    newest = await pg_queue.list_jobs(limit=2)
     assert [j.id for j in newest] == [mine.job.id, others[-1].job.id]

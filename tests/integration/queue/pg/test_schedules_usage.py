@@ -69,24 +69,6 @@ async def test_usage_counts_as_the_quota_does_and_only_the_tenants_jobs(
     pg_queue: PgJobQueue,
 ) -> None:
     step = fair_step(PriorityClass.NORMAL, Tier.GROWTH)
-    # The lane's clock at 100 with nothing waiting; acme's normal flow three steps ahead
-    # of it, its high flow behind it (nothing waiting there), globex one step ahead.
-    await sql(
-        pg_queue, "INSERT INTO settler_fair_lane (queue, v, fmaxw) VALUES ('alpha', 100, 100)"
-    )
-    await sql(
-        pg_queue,
-        "INSERT INTO settler_fair_flow (queue, tenant, class, f, w) VALUES"
-        " ('alpha', 'acme', 'NORMAL', %s, %s), ('alpha', 'acme', 'HIGH', 90, 10),"
-        " ('alpha', 'globex', 'NORMAL', %s, %s)",
-        (100 + 3 * step, step, 100 + step, step),
-    )
-    await sql(
-        pg_queue,
-        "INSERT INTO settler_fair_counter (queue, key, n) VALUES ('alpha', 't:acme', 2),"
-        " ('alpha', 'growth', 2), ('beta', 'growth', 1), (%s, 'growth', 5)",
-        (REFUSALS_KEY,),
-    )
     running = await pg_queue.submit_bulk(
         [Submission("alpha", {}, "acme", Tier.GROWTH, delay_s=60) for _ in range(2)]
         + [Submission("alpha", {}, "globex", Tier.GROWTH, delay_s=60)]
@@ -95,6 +77,28 @@ async def test_usage_counts_as_the_quota_does_and_only_the_tenants_jobs(
         pg_queue,
         "UPDATE job SET state = 'active', processed_at_ms = 1 WHERE id = ANY(%s)",
         ([running[0].job.id, running[2].job.id],),
+    )
+    # Then the fair state, set outright: the lane's clock at 100 with nothing waiting,
+    # acme's normal flow three steps ahead of it, its high flow behind it, globex one
+    # step ahead.
+    await sql(
+        pg_queue,
+        "INSERT INTO settler_fair_lane (queue, v, fmaxw) VALUES ('alpha', 100, 100)"
+        " ON CONFLICT (queue) DO UPDATE SET v = 100, fmaxw = 100",
+    )
+    await sql(
+        pg_queue,
+        "INSERT INTO settler_fair_flow (queue, tenant, class, f, w) VALUES"
+        " ('alpha', 'acme', 'NORMAL', %s, %s), ('alpha', 'acme', 'HIGH', 90, 10),"
+        " ('alpha', 'globex', 'NORMAL', %s, %s)"
+        " ON CONFLICT (queue, tenant, class) DO UPDATE SET f = EXCLUDED.f, w = EXCLUDED.w",
+        (100 + 3 * step, step, 100 + step, step),
+    )
+    await sql(
+        pg_queue,
+        "INSERT INTO settler_fair_counter (queue, key, n) VALUES ('alpha', 't:acme', 2),"
+        " ('alpha', 'growth', 2), ('beta', 'growth', 1), (%s, 'growth', 5)",
+        (REFUSALS_KEY,),
     )
     assert await pg_queue.fair_usage("acme") == {
         "alpha": 3,

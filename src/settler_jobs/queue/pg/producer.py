@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from settler_jobs.queue.pg.pool import pg_errors
@@ -69,7 +69,10 @@ class PgProducer(PgSql):
             )
             names = [c.strip().split(" AS ")[-1].split("::")[0] for c in COLUMNS.split(",")]
             for row in await cur.fetchall():
-                found = dict(zip(names, row, strict=True))
+                # Tuples on psycopg's default rows and on RunConnection; dicts otherwise.
+                found = (
+                    dict(row) if isinstance(row, Mapping) else dict(zip(names, row, strict=True))
+                )
                 kind = self._registry.for_queue(str(found["queue"])).name
                 stored[str(found["id"])] = record_from(found, kind)
         out: list[Submitted] = []

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from settler_jobs.dlq import capture
+from settler_jobs.dlq import store as dlq_store
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.exports import store as export_store
 from settler_jobs.keyring import secret_box
@@ -129,3 +131,28 @@ async def test_webhook_deliveries_and_their_jobs_commit_together(
     assert [j["data"]["generation"] for j in jobs] == [1, 2]  # type: ignore[index]
     async with services.sessions() as session:
         assert await hook_store.unenqueued(session, limit=10) == []
+
+
+async def test_the_dlq_sweep_copies_failed_jobs_once_on_postgres(services: Services) -> None:
+    queue = _pg(services)
+    [sub] = await queue.submit_bulk([Submission("echo", {"n": 1}, "acme", Tier.STARTER)])
+    # Failed the way a lane fails it: finished, reason and first failure in its opts.
+    await sql(
+        queue,
+        "UPDATE job SET state = 'failed', finished_at_ms = 2000, attempts_made = 1,"
+        " failed_reason = 'ValueError: bad input',"
+        " opts = opts || '{\"settlerFirstFailedOn\": 1500}'::jsonb WHERE id = %s",
+        (sub.job.id,),
+    )
+    assert await capture.sweep(queue, services.sessions) == 1
+    assert await queue.dlq_cursor("echo") == 2000
+    assert await capture.sweep(queue, services.sessions) == 0
+    assert await queue.dlq_cursor("echo") == 2001  # stepped past a page of one ms
+    async with services.sessions() as session:
+        [entry] = await dlq_store.list_entries(session, tenant_id="acme")
+    assert (entry.job_id, entry.error_type, entry.error_message) == (
+        sub.job.id,
+        "ValueError",
+        "bad input",
+    )
+    assert int(entry.first_failed_at.timestamp() * 1000) == 1500

@@ -1,5 +1,6 @@
-"""Transactional enqueue on the PostgreSQL backend: an export request and its job, and a
-webhook delivery and its job, commit in one transaction — both or neither."""
+"""Capabilities on the PostgreSQL backend. Transactional enqueue: an export request and
+its job, and a webhook delivery and its job, commit in one transaction — both or
+neither. The DLQ sweep copies failed jobs from the PostgreSQL queue."""
 
 from __future__ import annotations
 

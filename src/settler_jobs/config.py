@@ -275,7 +275,10 @@ class Settings(BaseSettings):
         default=1_048_576, gt=0, description="Largest request body the API reads (413 above)."
     )
     api_redis_timeout_s: float = Field(
-        default=0.8, gt=0, le=5, description="Redis connect/command timeout of API requests."
+        default=0.8,
+        gt=0,
+        le=5,
+        description="Queue (Redis or PostgreSQL) connect/command timeout of API requests.",
     )
     api_rate_limits: dict[str, float] = Field(
         default_factory=lambda: {

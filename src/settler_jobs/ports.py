@@ -6,7 +6,8 @@ queue (or the registry), which keeps the kernel free of import circles.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from settler_jobs.domain import JobState
@@ -27,11 +28,27 @@ class Submitter(Protocol):
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord: ...
 
 
-class QueueOps(Protocol):
-    """Queue-wide reads and cleanup for system jobs (cache warming, retention)."""
+class SqlRun(Protocol):
+    """Runs one statement (`:name` parameters) in the caller's open transaction."""
 
-    @property
-    def key_prefix(self) -> str: ...
+    async def __call__(
+        self, sql: str, params: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]: ...
+
+
+@runtime_checkable
+class TransactionalSubmitter(Protocol):
+    """A queue that can add jobs inside the caller's database transaction.
+
+    Only the PostgreSQL queue, whose tables live in the application database: the jobs
+    commit or roll back with the caller's rows. Capabilities check for it at run time.
+    """
+
+    async def submit_in(self, run: SqlRun, subs: Sequence[Submission]) -> list[Submitted]: ...
+
+
+class QueueCleanup(Protocol):
+    """Queue-wide reads and cleanup for system jobs (retention), on either backend."""
 
     @property
     def registry(self) -> LaneNames: ...
@@ -43,3 +60,10 @@ class QueueOps(Protocol):
     async def clean_finished(
         self, queue: str, state: JobState, older_than_s: int, limit: int
     ) -> int: ...
+
+
+class QueueOps(QueueCleanup, Protocol):
+    """`QueueCleanup` plus the key prefix the KPI cache names its entries under."""
+
+    @property
+    def key_prefix(self) -> str: ...

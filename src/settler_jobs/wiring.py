@@ -1,11 +1,12 @@
-"""Wiring: from Settings to a connected Redis, a migrated database, a JobQueue and the
-capability APIs over them. The one place that builds services; capabilities never import it.
+"""Wiring: from Settings to a connected queue (Redis, or PostgreSQL with no Redis at all),
+a migrated database, and the capability APIs over them. The one place that builds
+services; capabilities never import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,7 +17,9 @@ from settler_jobs.emails import Emails
 from settler_jobs.exports import Exports
 from settler_jobs.keyring import secret_box
 from settler_jobs.kinds import Registry
-from settler_jobs.queue import JobQueue
+from settler_jobs.queue import AnyJobQueue, JobQueue
+from settler_jobs.queue.pg.open import pg_job_queue, queue_pool
+from settler_jobs.queue.pg.open import preflight as pg_preflight
 from settler_jobs.reconcile import Reconciliations
 from settler_jobs.redis_server import (
     EmbeddedRedis,
@@ -39,8 +42,9 @@ class Services:
 
     settings: Settings
     registry: Registry
-    redis_url: str
-    queue: JobQueue
+    redis_url: str | None
+    """None on the PostgreSQL backend: nothing connects to Redis then."""
+    queue: AnyJobQueue
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     embedded: EmbeddedRedis | None
@@ -48,7 +52,7 @@ class Services:
     @cached_property
     def state(self) -> SharedState:
         """Heartbeats, alerts, KPI cache and accounting (Redis, or the database on postgres)."""
-        redis = self.queue.client if self.settings.queue_backend == "redis" else None
+        redis = self.queue.client if isinstance(self.queue, JobQueue) else None
         return shared_state(self.settings, redis, self.sessions)
 
     @cached_property
@@ -79,30 +83,50 @@ async def open_services(
     *,
     migrate: bool = False,
     check_redis: bool = True,
+    queue_timeout_s: float | None = None,
 ) -> AsyncIterator[Services]:
-    """Start or reach Redis, open the database (migrating it if asked), and clean up after."""
+    """Reach the queue (start or reach Redis, or open PostgreSQL), open the database
+    (migrating it if asked), and clean up after.
+
+    `check_redis` runs the queue's start-up checks (name kept from the Redis-only days):
+    the API passes False so it starts while the queue is down and answers 503 meanwhile.
+    `queue_timeout_s` bounds PostgreSQL connects (and queue statements): the API's 2 s.
+    """
     for folder in (settings.data_dir, settings.files_dir, settings.outbox_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    redis_url, embedded = resolve_redis_url(settings)
-    client = redis_client(redis_url, settings)
-    engine = create_engine(settings.effective_database_url)
-    try:
-        if check_redis:
-            async with redis_errors():
-                await preflight(client, allow_eviction=settings.allow_eviction_policy)
+    kinds = registry or default_registry()
+    engine = create_engine(settings.effective_database_url, connect_timeout_s=queue_timeout_s)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        redis_url: str | None = None
+        embedded: EmbeddedRedis | None = None
+        queue: AnyJobQueue
+        if settings.queue_backend == "postgres":
+            pool = queue_pool(settings, timeout_s=queue_timeout_s)
+            queue = pg_job_queue(pool, kinds, settings)
+            stack.push_async_callback(queue.close)
+            if check_redis or migrate:
+                # Version, then bullmq's and settler's queue migrations (applied here, as
+                # bullmq itself does on first use); unreachable -> QueueUnavailable.
+                await pg_preflight(pool, migrate_schema=True)
+        else:
+            redis_url, embedded = resolve_redis_url(settings)
+            if embedded is not None:
+                stack.callback(embedded.stop)
+            client = redis_client(redis_url, settings)
+            stack.push_async_callback(client.aclose)
+            if check_redis:
+                async with redis_errors():
+                    await preflight(client, allow_eviction=settings.allow_eviction_policy)
+            queue = JobQueue(client, kinds, settings)
         if migrate:
             await upgrade_async(settings.effective_database_url)
         yield Services(
             settings=settings,
-            registry=registry or default_registry(),
+            registry=kinds,
             redis_url=redis_url,
-            queue=JobQueue(client, registry or default_registry(), settings),
+            queue=queue,
             engine=engine,
             sessions=session_factory(engine),
             embedded=embedded,
         )
-    finally:
-        await client.aclose()
-        await engine.dispose()
-        if embedded is not None:
-            embedded.stop()

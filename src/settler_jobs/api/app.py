@@ -98,8 +98,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(own, registry, migrate=migrate, check_redis=False) as services:
-            client = redis_client(services.redis_url, own)
+        timeout = own.api_redis_timeout_s
+        async with open_services(
+            own, registry, migrate=migrate, check_redis=False, queue_timeout_s=timeout
+        ) as services:
+            client = redis_client(services.redis_url, own) if services.redis_url else None
             state = shared_state(own, client, services.sessions)
             hooks = Webhooks(
                 services.sessions,
@@ -126,7 +129,8 @@ def create_app(
             try:
                 yield
             finally:
-                await client.aclose()
+                if client is not None:
+                    await client.aclose()
 
     app = FastAPI(
         title="Settler Jobs",

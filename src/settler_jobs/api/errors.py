@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -82,9 +83,26 @@ async def _quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
     return error_response(429, "quota_exceeded", str(exc), headers)
 
 
+# The database unreachable (the whole store on the PostgreSQL backend): 503, not 500.
+_DATABASE_DOWN: Final = (
+    ConnectionError,
+    TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
+    # The driver's text may name hosts and statements: keep it out of the answer.
+    return error_response(503, "unavailable", "the database is unreachable; retry later", headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers of our error tree (and of HTTP errors) on `app`."""
     app.add_exception_handler(HTTPException, _http_error)
+    for down in _DATABASE_DOWN:
+        app.add_exception_handler(down, _database_down)
     app.add_exception_handler(QuotaExceeded, _quota_exceeded)
     for exc_type, status, code in _MAPPING:
         app.add_exception_handler(exc_type, _handler(status, code))
@@ -97,5 +115,5 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, object]]] = {
         "model": ErrorOut,
         "description": "Rate limited or over the backlog quota; see Retry-After.",
     },
-    503: {"model": ErrorOut, "description": "Redis unreachable; see Retry-After."},
+    503: {"model": ErrorOut, "description": "Queue or database unreachable; see Retry-After."},
 }

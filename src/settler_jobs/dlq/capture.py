@@ -17,7 +17,7 @@ from settler_jobs.dlq import error_log
 from settler_jobs.dlq import store as dlq
 from settler_jobs.domain import DlqStatus, Tier
 from settler_jobs.errors import InvalidState, NotFound
-from settler_jobs.queue import JobQueue
+from settler_jobs.queue import AnyJobQueue
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.redaction import mask_string
 
@@ -85,7 +85,7 @@ async def _log_error(sessions: async_sessionmaker[AsyncSession], entry: dlq.DlqE
         log.exception("error_log.record_failed", extra={"job_id": entry.job_id})
 
 
-async def sweep(queue: JobQueue, sessions: async_sessionmaker[AsyncSession]) -> int:
+async def sweep(queue: AnyJobQueue, sessions: async_sessionmaker[AsyncSession]) -> int:
     """Copy every lane's failed jobs since the last sweep; returns how many were new."""
     new = 0
     for lane in queue.registry.queues():
@@ -101,7 +101,7 @@ async def sweep(queue: JobQueue, sessions: async_sessionmaker[AsyncSession]) -> 
 
 
 async def retry_entry(
-    queue: JobQueue,
+    queue: AnyJobQueue,
     sessions: async_sessionmaker[AsyncSession],
     entry_id: str,
     *,

@@ -3,7 +3,9 @@
 Every call is scoped to a tenant: another tenant's export answers `NotFound`, exactly
 like a missing one. `create_export` validates the dataset and filters, commits the
 record (with an audit row), then enqueues the job that only carries the export id. If
-Redis is down then, the export is marked failed and `QueueUnavailable` is raised.
+Redis is down then, the export is marked failed and `QueueUnavailable` is raised. On the
+PostgreSQL queue backend the record, its audit row and its job commit in one
+transaction instead: there is no export without its job, nor a job without its export.
 
     exports = services.exports
     export = await exports.create_export("acme", "audit_log", "csv", {"action": "x"})
@@ -28,8 +30,9 @@ from settler_jobs.domain import Tier, validate_tenant_id
 from settler_jobs.exports import store
 from settler_jobs.exports.datasets import get_dataset
 from settler_jobs.exports.store import Export, ExportFormat, ExportStatus
-from settler_jobs.ports import Submitter
+from settler_jobs.ports import Submitter, TransactionalSubmitter
 from settler_jobs.records import Submission
+from settler_jobs.storage.db import sql_runner
 from settler_jobs.storage.files import ObjectStore, Readable, iter_chunks
 
 EXPORT_KIND: Final = "export-generation"
@@ -50,6 +53,17 @@ class Download:
     def close(self) -> None:
         """Close the stream without reading it."""
         self.stream.close()
+
+
+def _submission(export: Export) -> Submission:
+    """The generation job of an export: it carries only the export id."""
+    return Submission(
+        kind=EXPORT_KIND,
+        data={"exportId": export.id},
+        tenant_id=export.tenant_id,
+        tier=Tier(export.tier),
+        idempotency_key=export.id,
+    )
 
 
 def _format(value: ExportFormat | str) -> ExportFormat:
@@ -74,6 +88,8 @@ class Exports:
         self._submitter = submitter
         self._objects = objects
         self._now = now
+        # The PostgreSQL queue adds jobs in our own transaction.
+        self._in_transaction = submitter if isinstance(submitter, TransactionalSubmitter) else None
 
     async def create_export(
         self,
@@ -111,19 +127,26 @@ class Exports:
                 target=("export", export.id),
                 details={"dataset": dataset, "format": fmt.value, "filters": stored},
             )
+            if self._in_transaction is not None:
+                # Row and job commit together: the job sees its export, or neither exists.
+                [submitted] = await self._in_transaction.submit_in(
+                    sql_runner(session), [_submission(export)]
+                )
+                await store.update_export(
+                    session,
+                    export.id,
+                    tenant_id=tenant_id,
+                    now=self._now(),
+                    job_id=submitted.job.id,
+                )
+        if self._in_transaction is not None:
+            return await self.get_export(tenant_id, export.id)
         # Enqueue after commit: a worker must never see a job whose export row is not visible.
         return await self._enqueue(export)
 
     async def _enqueue(self, export: Export) -> Export:
-        sub = Submission(
-            kind=EXPORT_KIND,
-            data={"exportId": export.id},
-            tenant_id=export.tenant_id,
-            tier=Tier(export.tier),
-            idempotency_key=export.id,
-        )
         try:
-            [submitted] = await self._submitter.submit_bulk([sub])
+            [submitted] = await self._submitter.submit_bulk([_submission(export)])
         except errors.QueueUnavailable as exc:
             await self._update(export, status=ExportStatus.FAILED, error=f"not enqueued: {exc}")
             raise

@@ -10,8 +10,23 @@ over base.py; `LaneWorker` (lane.py) runs on the lane loop (lane_loop.py).
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from settler_jobs.queue.jobs import JobQueue
 from settler_jobs.queue.lane import ActiveJob, AttemptFailed, LaneWorker, where
+from settler_jobs.queue.pg import PgJobQueue
 from settler_jobs.queue.reads import JobPage
 
-__all__ = ["ActiveJob", "AttemptFailed", "JobPage", "JobQueue", "LaneWorker", "where"]
+AnyJobQueue: TypeAlias = JobQueue | PgJobQueue
+"""The queue of either backend: both have the same public methods and records."""
+
+__all__ = [
+    "ActiveJob",
+    "AnyJobQueue",
+    "AttemptFailed",
+    "JobPage",
+    "JobQueue",
+    "LaneWorker",
+    "PgJobQueue",
+    "where",
+]

@@ -51,6 +51,10 @@ class QueueBase:
             await self._cluster_adds.close()
         await self._client.aclose()
 
+    async def ping(self) -> None:
+        """Raise if Redis does not answer."""
+        await self._client.ping()
+
     @property
     def registry(self) -> Registry:
         """The kinds this queue accepts."""

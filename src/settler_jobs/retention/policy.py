@@ -17,7 +17,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
-from settler_jobs.ports import QueueOps
+from settler_jobs.ports import QueueCleanup
 from settler_jobs.storage.files import ObjectStore, object_store
 
 _TIER_ALIASES: Final = {"pro": Tier.GROWTH}
@@ -71,7 +71,7 @@ class RetentionRun:
     now: datetime
     policy: RetentionPolicy
     sessions: async_sessionmaker[AsyncSession]
-    queue_ops: QueueOps | None
+    queue_ops: QueueCleanup | None
     dry_run: bool = False
     batch_size: int = 1000
     max_batches: int = 1000
@@ -86,7 +86,7 @@ class RetentionRun:
 def retention_run(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
-    queue_ops: QueueOps | None,
+    queue_ops: QueueCleanup | None,
     now: datetime,
     *,
     dry_run: bool = False,

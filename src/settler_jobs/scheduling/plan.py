@@ -24,7 +24,7 @@ from settler_jobs.domain import PriorityClass, Tier
 
 if TYPE_CHECKING:
     from settler_jobs.kinds import Registry
-    from settler_jobs.queue import JobQueue
+    from settler_jobs.queue import AnyJobQueue
     from settler_jobs.records import ScheduleInfo
     from settler_jobs.scheduling.runs import ScheduleRun
 
@@ -86,8 +86,8 @@ def job_data(schedule: Schedule) -> dict[str, Any]:
     }
 
 
-async def register(queue: JobQueue, settings: Settings, registry: Registry) -> list[str]:
-    """Make Redis hold the configured schedulers of the kinds in `registry`; idempotent.
+async def register(queue: AnyJobQueue, settings: Settings, registry: Registry) -> list[str]:
+    """Make the queue hold the configured schedulers of the kinds in `registry`; idempotent.
 
     Disabled schedules are removed. Returns the ids of the enabled ones.
     """

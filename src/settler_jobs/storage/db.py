@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar
 
-from sqlalchemy import URL, Connection, Engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, event, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from settler_jobs.ports import SqlRun
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,17 +37,19 @@ _SQLITE_PRAGMAS: Final = (
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, connect_timeout_s: float | None = None) -> AsyncEngine:
     """An async engine for `url` (`sqlite+aiosqlite://...` or `postgresql+asyncpg://...`).
 
     SQLite files get their parent folder created and every connection runs in WAL mode
     with foreign keys on and a busy timeout; other databases ping pooled connections
-    before use. Call `await engine.dispose()` when done.
+    before use, and give up connecting after `connect_timeout_s` if given (the API's
+    503 within 2 s). Call `await engine.dispose()` when done.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_async_engine(parsed, pool_pre_ping=True)
+    connect_args = {"timeout": connect_timeout_s} if connect_timeout_s is not None else {}
+    return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -182,3 +186,21 @@ class GroupCommit(Generic[Item, R]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+
+class _SessionSql:
+    """A `ports.SqlRun` on a session's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def __call__(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        result = await self._session.execute(text(sql), dict(params))
+        if not result.returns_rows:  # type: ignore[attr-defined]  # CursorResult at run time
+            return []
+        return [dict(row) for row in result.mappings().all()]
+
+
+def sql_runner(session: AsyncSession) -> SqlRun:
+    """Statements run on `session`'s open transaction (see `ports.SqlRun`)."""
+    return _SessionSql(session)

@@ -1,11 +1,13 @@
 """Keeping delivery rows and queue jobs together: the outbox and the retry sweep.
 
-Rows are committed first; jobs follow (`enqueue`). A delivery whose job was never
-added (Redis was down, the process died in between) stays in the outbox until
-`flush_outbox` adds it. The sweep catches the rest: a delivery that is due, or stuck
-delivering, while no live job exists for it gets a new generation (exactly one
-sweeper wins) and goes back to the outbox. Job ids derive from the delivery id and
-generation, so adding the same generation twice yields one job.
+On the PostgreSQL queue backend rows and jobs commit in one transaction (`enqueue_in`),
+so nothing waits in the outbox. Otherwise rows are committed first; jobs follow
+(`enqueue`). A delivery whose job was never added (Redis was down, the process died in
+between) stays in the outbox until `flush_outbox` adds it. The sweep catches the rest
+(both backends): a delivery that is due, or stuck delivering, while no live job exists
+for it gets a new generation (exactly one sweeper wins) and goes back to the outbox.
+Job ids derive from the delivery id and generation, so adding the same generation twice
+yields one job.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
 from settler_jobs.domain import JobState, Tier, idempotent_job_id
-from settler_jobs.ports import Submitter
+from settler_jobs.ports import Submitter, TransactionalSubmitter
 from settler_jobs.records import Submission, Submitted
+from settler_jobs.storage.db import sql_runner
 from settler_jobs.webhooks import store
 from settler_jobs.webhooks.values import Delivery
 
@@ -63,6 +66,19 @@ async def enqueue(
     async with sessions() as session, session.begin():
         for delivery in deliveries:
             await store.mark_enqueued(session, delivery.id, delivery.generation)
+    return submitted
+
+
+async def enqueue_in(
+    session: AsyncSession, submitter: TransactionalSubmitter, deliveries: Sequence[Delivery]
+) -> list[Submitted]:
+    """Add the deliveries' jobs inside `session`'s open transaction and mark them
+    enqueued there too: rows and jobs commit, or roll back, together."""
+    if not deliveries:
+        return []
+    submitted = await submitter.submit_in(sql_runner(session), [submission(d) for d in deliveries])
+    for delivery in deliveries:
+        await store.mark_enqueued(session, delivery.id, delivery.generation)
     return submitted
 
 

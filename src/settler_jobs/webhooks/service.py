@@ -3,7 +3,8 @@
 Every call is scoped to a tenant: another tenant's endpoint or delivery answers
 `NotFound`, exactly like one that does not exist. Publishing commits the event and its
 deliveries first and enqueues their jobs after; if Redis is down then, the deliveries
-wait in the outbox and the workers enqueue them (`webhook_outbox`).
+wait in the outbox and the workers enqueue them (`webhook_outbox`). On the PostgreSQL
+queue backend the deliveries and their jobs commit in one transaction instead.
 
     hooks = services.webhooks
     endpoint, secret = await hooks.create_endpoint("acme", "https://example.com/hooks")
@@ -25,10 +26,10 @@ from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.domain import Tier
 from settler_jobs.net_guard import GuardPolicy, Resolver, outbound_policy
-from settler_jobs.ports import Submitter
+from settler_jobs.ports import Submitter, TransactionalSubmitter
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.webhooks import endpoints, store
-from settler_jobs.webhooks.outbox import enqueue
+from settler_jobs.webhooks.outbox import enqueue, enqueue_in
 from settler_jobs.webhooks.values import (
     UNCHANGED,
     Attempt,
@@ -78,6 +79,8 @@ class Webhooks:
     ) -> None:
         self._sessions = sessions
         self._submitter = submitter
+        # The PostgreSQL queue adds jobs in our own transaction (no outbox needed).
+        self._in_transaction = submitter if isinstance(submitter, TransactionalSubmitter) else None
         self._box = box
         self._policy = policy
         self._resolver = resolver
@@ -240,6 +243,9 @@ class Webhooks:
                 tier=Tier(tier).value,
                 only_endpoint=only_endpoint,
             )
+            if self._in_transaction is not None:
+                await enqueue_in(session, self._in_transaction, deliveries)
+                return Published(event, deliveries, True)
         return Published(event, deliveries, await self._enqueue(deliveries))
 
     async def _enqueue(self, deliveries: list[Delivery]) -> bool:
@@ -286,6 +292,9 @@ class Webhooks:
             delivery = await store.redeliver(
                 session, delivery_id, tenant_id=tenant_id, now=self._now()
             )
+            if self._in_transaction is not None:
+                await enqueue_in(session, self._in_transaction, [delivery])
+                return delivery
         await self._enqueue([delivery])
         return delivery
 

@@ -24,7 +24,7 @@ from settler_jobs.api.schemas import (
     SubmittedOut,
 )
 from settler_jobs.domain import JobState
-from settler_jobs.queue import JobQueue
+from settler_jobs.queue import AnyJobQueue
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.tenants.directory import Principal
 
@@ -88,7 +88,7 @@ async def get_job(job_id: JobId, principal: Tenant, ctx: Context) -> JobOut:
 
 
 async def tenant_jobs(
-    queue: JobQueue,
+    queue: AnyJobQueue,
     tenant_id: str,
     *,
     kind: str | None,

@@ -1,0 +1,119 @@
+"""Job schedules on PostgreSQL: bullmq's job schedulers (its `scheduler` table), driven
+through its Queue on the PostgreSQL backend, with the same records as queue/schedules.py.
+
+Each slot's job has the id `repeat:<scheduler>:<millis>` and `add_job` ignores a
+second insert of an id, so any number of processes upserting or advancing the same
+scheduler still produce one job per slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from settler_jobs.errors import InvalidJob
+from settler_jobs.kinds import JobKind
+from settler_jobs.queue.pg.pool import pg_errors
+from settler_jobs.queue.pg.rows import PgSql
+from settler_jobs.queue.schedules import _SCHEDULE_ID, _same_schedule
+from settler_jobs.records import ScheduleInfo
+
+
+class PgSchedules(PgSql):
+    """bullmq job schedulers feeding the kinds' shared lanes."""
+
+    async def upsert_schedule(
+        self,
+        kind: str,
+        schedule_id: str,
+        *,
+        data: Mapping[str, Any],
+        pattern: str | None = None,
+        every_ms: int | None = None,
+        tz: str = "UTC",
+    ) -> ScheduleInfo:
+        """Register (or change) the scheduler `schedule_id` that feeds `kind`'s shared lane.
+
+        Give a cron `pattern` (5 fields, or 6 with seconds first) or `every_ms`. An
+        unchanged scheduler is left alone, so restarting workers neither drop nor
+        repeat the slot already waiting; any process may call this at any time.
+        """
+        k = self._registry.get(kind)
+        if (pattern is None) == (every_ms is None) or (every_ms is not None and every_ms < 100):
+            raise InvalidJob("a schedule needs a cron pattern or an interval of >= 100 ms")
+        if not _SCHEDULE_ID.fullmatch(schedule_id):
+            raise InvalidJob(f"invalid schedule id {schedule_id!r}")
+        repeat: dict[str, Any] = {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
+        queue = self._queue(k.queue)
+        async with pg_errors():
+            exists = await queue.isJobScheduler(schedule_id)
+            current = await queue.getJobScheduler(schedule_id) if exists else None
+            if current is None or not _same_schedule(current, kind, repeat, data):
+                try:
+                    await queue.upsertJobScheduler(
+                        schedule_id, repeat, kind, dict(data), self._schedule_opts(k)
+                    )
+                except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
+                    raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
+                await self._rows(
+                    "INSERT INTO settler_schedule (queue, schedule_id, registered_at_ms)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (queue, schedule_id)"
+                    " DO UPDATE SET registered_at_ms = EXCLUDED.registered_at_ms",
+                    (k.queue, schedule_id, int(time.time() * 1000)),
+                )
+            return next(s for s in await self._schedules_of(k) if s.id == schedule_id)
+
+    def _schedule_opts(self, kind: JobKind) -> dict[str, Any]:
+        return {
+            "attempts": kind.retry.attempts,
+            "backoff": {"type": "exponential", "delay": round(kind.retry.base_delay_s * 1000)},
+            "removeOnComplete": {
+                "age": self._settings.keep_completed_s,
+                "count": self._settings.keep_completed_count,
+            },
+        }
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every scheduler on the lanes of the registered kinds, by kind then id."""
+        out: list[ScheduleInfo] = []
+        async with pg_errors():
+            for kind in self._registry:
+                out.extend(sorted(await self._schedules_of(kind), key=lambda s: s.id))
+        return out
+
+    async def _schedules_of(self, kind: JobKind) -> list[ScheduleInfo]:
+        raw = await self._queue(kind.queue).getJobSchedulers(0, 99, True)
+        rows = await self._rows(
+            "SELECT schedule_id, registered_at_ms FROM settler_schedule WHERE queue = %s",
+            (kind.queue,),
+        )
+        registered = {str(r["schedule_id"]): int(r["registered_at_ms"]) for r in rows}
+        out = []
+        for item in raw:
+            template = item.get("template") or {}
+            out.append(
+                ScheduleInfo(
+                    id=str(item["key"]),
+                    kind=kind.name,
+                    pattern=item.get("pattern"),
+                    every_ms=item.get("every"),
+                    tz=item.get("tz"),
+                    next_run_ms=int(item["next"]) if item.get("next") is not None else None,
+                    iterations=int(item.get("iterationCount") or 0),
+                    registered_at_ms=registered.get(str(item["key"])),
+                    data=dict(template["data"]) if isinstance(template.get("data"), dict) else {},
+                )
+            )
+        return out
+
+    async def remove_schedule(self, kind: str, schedule_id: str) -> bool:
+        """Remove a scheduler and its waiting next job; False if there was none."""
+        k = self._registry.get(kind)
+        async with pg_errors():
+            removed = int(await self._queue(k.queue).removeJobScheduler(schedule_id)) == 0
+            await self._rows(
+                "DELETE FROM settler_schedule WHERE queue = %s AND schedule_id = %s",
+                (k.queue, schedule_id),
+            )
+            return removed

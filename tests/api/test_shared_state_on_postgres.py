@@ -54,7 +54,11 @@ async def test_rate_limits_and_readiness_use_the_database(pg_settings: Settings)
         ready = await live.http.get("/readyz")
         assert ready.status_code == 503  # no worker has beaten yet
         checks = ready.json()["checks"]
-        assert checks == {"database": "ok", "workers": "LookupError: no worker heartbeat"}
+        assert checks == {
+            "queue": "ok",
+            "database": "ok",
+            "workers": "LookupError: no worker heartbeat",
+        }
     assert await _buckets(pg_settings) == [f"{pg_settings.queue_prefix}:settler:ratelimit:acme-pg"]
 
 

@@ -22,7 +22,8 @@ from settler_jobs.domain import (
     validate_tenant_id,
 )
 from settler_jobs.errors import InvalidJob, NotFound, QuotaExceeded
-from settler_jobs.kinds import JobKind
+from settler_jobs.config import Settings
+from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue.base import _BULK_CHUNK, QueueBase
 from settler_jobs.queue.fair import REFUSALS_KEY, Tagged
 from settler_jobs.records import JobRecord, Submission, Submitted
@@ -65,66 +66,71 @@ def _check_overrides(sub: Submission) -> None:
         raise InvalidJob("job data must be a JSON object")
 
 
+def prepare(registry: Registry, settings: Settings, sub: Submission, now_ms: int) -> _Prepared:
+    """Validate one submission and build what will be written (any queue backend)."""
+    kind = registry.get(sub.kind)
+    _check_overrides(sub)
+    try:
+        tenant_id = validate_tenant_id(sub.tenant_id)
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+    try:
+        kind.parse_payload(sub.data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise InvalidJob(f"invalid data for {kind.name}: {exc}") from None
+    priority = sub.priority or kind.priority
+    try:
+        job_id = (
+            idempotent_job_id(tenant_id, kind.name, sub.idempotency_key)
+            if sub.idempotency_key is not None
+            else new_job_id()
+        )
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+    data = envelope.build(
+        sub.data,
+        tenant_id=tenant_id,
+        tier=sub.tier,
+        job_id=job_id,
+        priority=priority,
+        timeout_s=sub.timeout_s,
+    )
+    envelope.encoded_size(data, settings.max_payload_bytes)
+    queue = kind.express_queue if uses_express_lane(sub.tier) else kind.queue
+    policy = _retry_policy(kind, sub)
+    opts = {
+        "jobId": job_id,
+        "timestamp": now_ms,
+        "priority": bullmq_priority(priority, sub.tier),
+        "attempts": policy.attempts,
+        "backoff": {
+            "type": "exponential",
+            "delay": round(policy.base_delay_s * 1000),
+            "jitter": policy.jitter,
+        },
+        "delay": round(sub.delay_s * 1000),
+        "removeOnComplete": {
+            "age": settings.keep_completed_s,
+            "count": settings.keep_completed_count,
+        },
+    }
+    return _Prepared(
+        queue,
+        kind.name,
+        data,
+        opts,
+        sub.idempotency_key is not None,
+        tenant_id,
+        sub.tier,
+        Tagged(queue, tenant_id, priority, fair_step(priority, sub.tier), sub.delay_s > 0),
+    )
+
+
 class Producer(QueueBase):
     """Submitting jobs: one or many, validated first, idempotent repeats answered."""
 
     def _prepare(self, sub: Submission, now_ms: int) -> _Prepared:
-        kind = self._registry.get(sub.kind)
-        _check_overrides(sub)
-        try:
-            tenant_id = validate_tenant_id(sub.tenant_id)
-        except ValueError as exc:
-            raise InvalidJob(str(exc)) from None
-        try:
-            kind.parse_payload(sub.data)
-        except ValueError as exc:  # pydantic.ValidationError is a ValueError
-            raise InvalidJob(f"invalid data for {kind.name}: {exc}") from None
-        priority = sub.priority or kind.priority
-        try:
-            job_id = (
-                idempotent_job_id(tenant_id, kind.name, sub.idempotency_key)
-                if sub.idempotency_key is not None
-                else new_job_id()
-            )
-        except ValueError as exc:
-            raise InvalidJob(str(exc)) from None
-        data = envelope.build(
-            sub.data,
-            tenant_id=tenant_id,
-            tier=sub.tier,
-            job_id=job_id,
-            priority=priority,
-            timeout_s=sub.timeout_s,
-        )
-        envelope.encoded_size(data, self._settings.max_payload_bytes)
-        queue = kind.express_queue if uses_express_lane(sub.tier) else kind.queue
-        policy = _retry_policy(kind, sub)
-        opts = {
-            "jobId": job_id,
-            "timestamp": now_ms,
-            "priority": bullmq_priority(priority, sub.tier),
-            "attempts": policy.attempts,
-            "backoff": {
-                "type": "exponential",
-                "delay": round(policy.base_delay_s * 1000),
-                "jitter": policy.jitter,
-            },
-            "delay": round(sub.delay_s * 1000),
-            "removeOnComplete": {
-                "age": self._settings.keep_completed_s,
-                "count": self._settings.keep_completed_count,
-            },
-        }
-        return _Prepared(
-            queue,
-            kind.name,
-            data,
-            opts,
-            sub.idempotency_key is not None,
-            tenant_id,
-            sub.tier,
-            Tagged(queue, tenant_id, priority, fair_step(priority, sub.tier), sub.delay_s > 0),
-        )
+        return prepare(self._registry, self._settings, sub, now_ms)
 
     async def submit(self, sub: Submission) -> Submitted:
         """Validate and enqueue one job; an idempotent repeat returns the existing job."""

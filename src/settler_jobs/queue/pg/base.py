@@ -21,7 +21,7 @@ from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.kinds import Registry
 from settler_jobs.queue.pg import schema
-from settler_jobs.queue.pg.pool import PgPool, pg_errors
+from settler_jobs.queue.pg.pool import PgPool, pg_errors, quote_ident
 from settler_jobs.records import JobRecord
 
 _LOOKUP_ID_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_.-")
@@ -43,6 +43,8 @@ class PgQueueBase:
         self._registry = registry
         self._settings = settings
         self._pool = pool or PgPool(settings.queue_dsn, settings.queue_schema)
+        # The schema, quoted, for statements that may run on a caller's connection.
+        self._s = quote_ident(self._pool.schema)
         self._queues: dict[str, bullmq.Queue] = {}
         self._ready = False
         self._ready_lock = asyncio.Lock()

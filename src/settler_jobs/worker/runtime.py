@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import heartbeat
 from settler_jobs.config import Settings
-from settler_jobs.kinds import Registry
+from settler_jobs.kinds import PeriodicStep, Registry
 from settler_jobs.metrics import Metrics
 from settler_jobs.queue import JobQueue, LaneWorker
 from settler_jobs.queue import where as _where
+from settler_jobs.queue.pg import PgJobQueue, PgLaneWorker, PgPool
 from settler_jobs.redis_server import redis_client
 from settler_jobs.resources import Resources
 from settler_jobs.tenants import TenantStats
@@ -53,17 +54,30 @@ class WorkerRuntime:
         self._redis_url = redis_url
         self._sessions = sessions
         self._rng = rng or random.Random()
-        self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
-        self.resources = Resources(settings, sessions, self._queue, self._rng, self._queue)
+        # SETTLER_QUEUE_BACKEND=postgres: no Redis connection at all in this process.
+        self._pg: PgJobQueue | None = None
+        self._queue: JobQueue | None = None
+        if settings.queue_backend == "postgres":
+            lanes = 2 * len(list(registry))
+            pool = PgPool(settings.queue_dsn, settings.queue_schema, size=min(4 + lanes, 16))
+            self._pg = PgJobQueue(registry, settings, pool)
+            # Seam for the PostgreSQL queue's QueueOps (reads, cleanup): None until the
+            # PgJobQueue carries them; system jobs needing queue_ops raise ConfigError.
+            self.resources = Resources(settings, sessions, self._pg, self._rng, None)
+        else:
+            self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
+            self.resources = Resources(settings, sessions, self._queue, self._rng, self._queue)
         self._stats = TenantStats(settings.queue_prefix, settings.stats_recent_jobs)
         threads = settings.blocking_threads
         self._attempts = Attempts(
             self.resources, sessions, self.metrics, self._stats, self._rng, threads
         )
-        self._lanes: list[LaneWorker] = []
+        self._lanes: list[LaneWorker | PgLaneWorker] = []
         self._background: list[asyncio.Task[None]] = []
         self.worker_id = heartbeat.new_worker_id()
-        self._beats = redis_client(redis_url, settings, max_connections=2)
+        self._beats = (
+            None if self._pg is not None else redis_client(redis_url, settings, max_connections=2)
+        )
         self._started_ms = heartbeat.now_ms()
 
     @property
@@ -74,6 +88,10 @@ class WorkerRuntime:
     async def start(self) -> None:
         """Open every lane and the background loops (cancel listener, DLQ sweep, depth,
         per-tenant stats), and register the schedules of the served kinds."""
+        if self._pg is not None:
+            await self._start_postgres()
+            return
+        assert self._queue is not None and self._beats is not None
         for kind in self.registry:
             for queue, slots in (
                 (kind.queue, kind.concurrency),
@@ -108,6 +126,45 @@ class WorkerRuntime:
         )
         self._background.extend(background.start())
 
+    async def _start_postgres(self) -> None:
+        """The lanes on the PostgreSQL queue (schema applied first) and the loops that
+        need no Redis: cancel requests and the kinds' periodic steps.
+
+        Seam: the other `Background` loops (DLQ sweep, schedules, depth, stats,
+        heartbeats, alerts) start here once PgJobQueue has the reads/schedules parts
+        and PostgreSQL stores exist for what they keep in Redis.
+        """
+        pg = self._pg
+        assert pg is not None
+        await pg.ready()
+        for kind in self.registry:
+            for queue, slots in (
+                (kind.queue, kind.concurrency),
+                (kind.express_queue, self.settings.express_concurrency),
+            ):
+                lane = pg.lane(
+                    queue,
+                    kind.name,
+                    functools.partial(self._attempts.run, kind),
+                    concurrency=slots,
+                    on_dead=self._attempts.on_dead,
+                )
+                lane.start()
+                self._lanes.append(lane)
+
+        async def cancels() -> None:
+            async for queue, job_id in pg.cancellation_requests():
+                self._attempts.cancel(queue, job_id)
+
+        self._background.append(asyncio.create_task(cancels(), name="pg-cancels"))
+        for kind in self.registry:
+            for step in kind.periodic:
+                self._background.append(
+                    asyncio.create_task(
+                        _periodic(step, self.resources), name=f"{kind.name}:{step.__name__}"
+                    )
+                )
+
     async def stop(self, grace_s: float | None = None) -> bool:
         """Stop fetching; give in-flight jobs `grace_s` to finish. False if some were cut."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
@@ -117,18 +174,22 @@ class WorkerRuntime:
             log.warning("worker.stop_timeout", extra={"task": _where(task)})
         self._background.clear()
         self._lanes.clear()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._stats.flush(self._queue.client), _STOP_TIMEOUT_S)
+        if self._queue is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stats.flush(self._queue.client), _STOP_TIMEOUT_S)
         self._attempts.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.resources.aclose(), _STOP_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._queue.close(), _STOP_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            prefix = self.settings.queue_prefix
-            await asyncio.wait_for(heartbeat.forget(self._beats, prefix, self.worker_id), 2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._beats.aclose(), _STOP_TIMEOUT_S)
+        queue = self._pg if self._pg is not None else self._queue
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(queue.close(), _STOP_TIMEOUT_S)
+        if self._beats is not None:
+            with contextlib.suppress(Exception):
+                prefix = self.settings.queue_prefix
+                await asyncio.wait_for(heartbeat.forget(self._beats, prefix, self.worker_id), 2.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._beats.aclose(), _STOP_TIMEOUT_S)
         return all(results)
 
     def interrupt(self) -> None:
@@ -150,6 +211,18 @@ class WorkerRuntime:
             started_at_ms=self._started_ms,
             beat_at_ms=heartbeat.now_ms(),
         )
+
+
+async def _periodic(step: PeriodicStep, resources: Resources) -> None:
+    """A kind's periodic step until cancelled (errors logged, retried after a second)."""
+    while True:
+        try:
+            await asyncio.sleep(await step(resources))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker.background_error", extra={"step": step.__qualname__})
+            await asyncio.sleep(1.0)
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]], timeout_s: float) -> set[asyncio.Task[None]]:

@@ -21,6 +21,7 @@ from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidState, NotFound
 from settler_jobs.kinds import Registry
 from settler_jobs.queue.pg import schema
+from settler_jobs.queue.pg.listen import Listener
 from settler_jobs.queue.pg.pool import PgPool, pg_errors, quote_ident
 from settler_jobs.records import JobRecord
 
@@ -46,6 +47,7 @@ class PgQueueBase:
         # The schema, quoted, for statements that may run on a caller's connection.
         self._s = quote_ident(self._pool.schema)
         self._queues: dict[str, bullmq.Queue] = {}
+        self._listener: Listener | None = None
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -65,6 +67,13 @@ class PgQueueBase:
         return self._pool
 
     @property
+    def listener(self) -> Listener:
+        """The process's LISTEN connection (job wake-ups, cancel requests), opened on use."""
+        if self._listener is None:
+            self._listener = Listener(self._pool)
+        return self._listener
+
+    @property
     def schema(self) -> str:
         """The PostgreSQL schema the queues live in."""
         return self._pool.schema
@@ -80,7 +89,9 @@ class PgQueueBase:
                 self._ready = True
 
     async def close(self) -> None:
-        """Close the bullmq queue handles and the pool."""
+        """Close the listener, the bullmq queue handles and the pool."""
+        if self._listener is not None:
+            await self._listener.close()
         for queue in self._queues.values():
             await queue.close()
         self._queues.clear()

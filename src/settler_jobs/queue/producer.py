@@ -10,6 +10,7 @@ from typing import Any, Final
 import bullmq
 
 from settler_jobs import envelope
+from settler_jobs.config import Settings
 from settler_jobs.domain import (
     JobState,
     RetryPolicy,
@@ -22,7 +23,6 @@ from settler_jobs.domain import (
     validate_tenant_id,
 )
 from settler_jobs.errors import InvalidJob, NotFound, QuotaExceeded
-from settler_jobs.config import Settings
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue.base import _BULK_CHUNK, QueueBase
 from settler_jobs.queue.fair import REFUSALS_KEY, Tagged

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,7 +47,7 @@ class PgSystem:
     runtime: WorkerRuntime
     sessions: async_sessionmaker[AsyncSession]
 
-    async def fetch(self, query: str, *params: object) -> list[tuple[object, ...]]:
+    async def fetch(self, query: str, *params: object) -> list[tuple[Any, ...]]:
         """Rows of a statement in the queue schema (for assertions)."""
         async with self.queue.pool.connection() as conn:
             cur = await conn.execute(query.encode(), params)

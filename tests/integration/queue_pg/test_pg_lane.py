@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.helpers import eventually
 from tests.integration.queue_pg.conftest import PgSystem, pg_system
 
 pytestmark = pytest.mark.postgres
+T = TypeVar("T")
 
 
 async def test_jobs_run_end_to_end_and_complete(pg_settings: Settings) -> None:
@@ -44,13 +47,18 @@ async def test_jobs_run_end_to_end_and_complete(pg_settings: Settings) -> None:
     assert sorted(seen) == list(range(50))
 
 
-async def _value(v: object) -> object:
+async def _value(v: T) -> T:
     return v
 
 
 async def _state(s: PgSystem, job_id: str) -> tuple[str, int, str | None]:
-    rows = await s.fetch("SELECT state::text, attempts_made, failed_reason FROM job WHERE id = %s", job_id)
-    return rows[0] if rows else ("gone", 0, None)  # type: ignore[return-value]
+    rows = await s.fetch(
+        "SELECT state::text, attempts_made, failed_reason FROM job WHERE id = %s", job_id
+    )
+    if not rows:
+        return ("gone", 0, None)
+    state, attempts, reason = rows[0]
+    return str(state), int(attempts), reason
 
 
 async def test_retries_wait_their_delay_then_complete(pg_settings: Settings) -> None:
@@ -70,7 +78,7 @@ async def test_retries_wait_their_delay_then_complete(pg_settings: Settings) -> 
         )
     assert record.result == "done" and record.attempts_made == 3
     assert len(starts) == 3
-    assert all(b - a >= 0.29 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= 0.29 for a, b in itertools.pairwise(starts))
 
 
 async def test_exhausted_attempts_fail_for_good_into_the_dlq(pg_settings: Settings) -> None:
@@ -152,7 +160,7 @@ async def test_a_capped_tenant_runs_one_at_a_time_while_others_wait(
         hits = await s.fetch("SELECT key, n FROM settler_fair_counter WHERE queue = 'capped'")
     while_others_wait = [n for n, pro_left in seen_free if pro_left > 0]
     assert while_others_wait and max(while_others_wait) == 1
-    assert dict(hits).get("free", 0) >= 1  # type: ignore[arg-type]
+    assert dict(hits).get("free", 0) >= 1
 
 
 async def test_a_delayed_job_starts_when_due(pg_settings: Settings) -> None:
@@ -197,8 +205,14 @@ async def test_lanes_recover_when_their_connections_are_terminated(
 
 async def _terminate_others(s: PgSystem) -> int:
     rows = await s.fetch(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
         "AND application_name = 'settler'"
     )
-    return len(rows)
+    pids = [pid for pid, _ in rows]
+
+    async def alive() -> list[tuple[Any, ...]]:
+        return await s.fetch("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", pids)
+
+    await eventually(alive, lambda r: r == [])  # the signal is asynchronous
+    return len(pids)

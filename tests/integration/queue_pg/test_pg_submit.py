@@ -37,7 +37,7 @@ async def _value(v: int) -> int:
 
 async def _waiting(s: PgSystem, queue: str) -> int:
     rows = await s.fetch("SELECT count(*) FROM job WHERE queue = %s AND state = 'waiting'", queue)
-    return int(rows[0][0])  # type: ignore[call-overload]
+    return int(rows[0][0])
 
 
 async def test_fresh_tenants_run_most_important_first_and_ties_fifo(
@@ -192,7 +192,9 @@ async def test_fair_priorities_match_the_redis_producer_exactly(
             theirs = [d.job.bullmq_priority for d in await redis_queue.submit_bulk(subs)]
             assert ours == theirs
         stored = await pg_queue.get((await pg_queue.submit(rounds[0][0])).job.id)
-        assert stored.bullmq_priority == (await redis_queue.submit(rounds[0][0])).job.bullmq_priority
+        assert (
+            stored.bullmq_priority == (await redis_queue.submit(rounds[0][0])).job.bullmq_priority
+        )
     finally:
         await redis_queue.close()
         await pg_queue.close()

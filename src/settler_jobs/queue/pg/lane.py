@@ -42,7 +42,7 @@ class _Progress:
     def __init__(self, pool: PgPool, queue: str, job_id: str) -> None:
         self._pool, self._queue, self._id = pool, queue, job_id
 
-    async def updateProgress(self, value: int | dict[str, Any]) -> None:  # noqa: N802 - bullmq's name
+    async def updateProgress(self, value: int | dict[str, Any]) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
                 "UPDATE job SET progress = %s::jsonb WHERE queue = %s AND id = %s",

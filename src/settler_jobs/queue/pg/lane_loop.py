@@ -180,8 +180,9 @@ class PgLaneLoop:
             self._driver.cancel()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *([self._driver] if self._driver else []),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *self._tasks, *([self._driver] if self._driver else []), return_exceptions=True
+        )
         if self._unsubscribe is not None:
             self._unsubscribe()
         return clean and not self._interrupted

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -86,8 +87,13 @@ class PgPool:
         if self._closed:
             raise QueueUnavailable("the queue's connection pool is closed")
         async with self._slots:
-            conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                if not _alive(conn):
+                    await _discard(conn)
+                    conn = None
+            if conn is None:
                 conn = await self.connect(keepalive=True)
             try:
                 yield conn
@@ -123,6 +129,24 @@ class PgPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             await _discard(conn)
+
+
+def _alive(conn: Conn) -> bool:
+    """False if an idle connection is closed or the server ended it (terminated, restarted).
+
+    An idle connection is sent nothing unasked but a termination notice or EOF (and
+    notifications), so only a readable socket is read, without a round trip.
+    """
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        if readable:
+            pgconn.consume_input()
+    except (OSError, psycopg.OperationalError):
+        return False
+    return bool(pgconn.status == psycopg.pq.ConnStatus.OK)
 
 
 async def _discard(conn: Conn) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from settler_jobs.errors import QuotaExceeded
 from settler_jobs.queue.fair import REFUSALS_KEY
 from settler_jobs.queue.pg.base import BULK_CHUNK, JOB_COLUMNS, PgQueueBase
-from settler_jobs.queue.pg.pool import Conn, pg_errors
+from settler_jobs.queue.pg.pool import BROKEN, Conn, pg_errors
 from settler_jobs.queue.producer import _new_record, _Prepared, prepare
 from settler_jobs.records import Submission, Submitted
 
@@ -45,8 +45,14 @@ class PgProducer(PgQueueBase):
         prepared = [prepare(self._registry, self._settings, sub, now_ms) for sub in subs]
         await self.ready()
         try:
-            async with pg_errors(), self._pool.transaction() as conn:
-                return await self._write(conn, prepared)
+            try:
+                async with self._pool.transaction() as conn:
+                    return await self._write(conn, prepared)
+            except BROKEN:
+                # A pooled connection the server ended (restart, termination): once more
+                # on a fresh one. The ids are fixed, so a lost commit is not added twice.
+                async with pg_errors(), self._pool.transaction() as conn:
+                    return await self._write(conn, prepared)
         except _Refused as refused:
             await self._count_refusal(refused.tier)
             raise QuotaExceeded(
@@ -190,7 +196,8 @@ class PgProducer(PgQueueBase):
         if not ids:
             return {}
         cur = await conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM {self._s}.job WHERE id = ANY(%s) AND queue = ANY(%s)".encode(),
+            f"SELECT {JOB_COLUMNS} FROM {self._s}.job "
+            "WHERE id = ANY(%s) AND queue = ANY(%s)".encode(),
             (ids, self._registry.queues()),
         )
         return {str(r[1]): self.record_of(r) for r in await cur.fetchall()}

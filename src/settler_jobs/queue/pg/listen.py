@@ -64,8 +64,7 @@ class Listener:
                     await conn.execute(f"LISTEN {channel}".encode())
                 attempt = 0
                 self._connected.set()
-                if self.reconnects or self._pool.opened > 1:
-                    self._broadcast(None)  # notifications may have been missed meanwhile
+                self._broadcast(None)  # notifications may have been missed meanwhile
                 self.reconnects += 1
                 async for note in conn.notifies():
                     for callback in list(self._subs.get(note.channel, ())):

@@ -40,18 +40,23 @@ class PgProducer(PgQueueBase):
         return (await self.submit_bulk([sub]))[0]
 
     async def submit_bulk(self, subs: Sequence[Submission]) -> list[Submitted]:
-        """Validate every submission first, then add them all in one transaction."""
+        """Validate every submission first, then add them all in one transaction.
+
+        The common case (no idempotency keys, one chunk) is a single statement.
+        """
         now_ms = int(time.time() * 1000)
         prepared = [prepare(self._registry, self._settings, sub, now_ms) for sub in subs]
         await self.ready()
+        single = len(prepared) <= BULK_CHUNK and not any(p.idempotent for p in prepared)
+        scope = self._pool.connection if single else self._pool.transaction
         try:
             try:
-                async with self._pool.transaction() as conn:
+                async with scope() as conn:
                     return await self._write(conn, prepared)
             except BROKEN:
                 # A pooled connection the server ended (restart, termination): once more
                 # on a fresh one. The ids are fixed, so a lost commit is not added twice.
-                async with pg_errors(), self._pool.transaction() as conn:
+                async with pg_errors(), scope() as conn:
                     return await self._write(conn, prepared)
         except _Refused as refused:
             await self._count_refusal(refused.tier)

@@ -216,3 +216,21 @@ async def _terminate_others(s: PgSystem) -> int:
 
     await eventually(alive, lambda r: r == [])  # the signal is asynchronous
     return len(pids)
+
+
+async def test_the_postgres_runtime_opens_no_redis_connection(
+    pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_redis(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a Redis client was made on the PostgreSQL backend")
+
+    monkeypatch.setattr("settler_jobs.worker.runtime.redis_client", no_redis)
+    seen: list[int] = []
+
+    async def handler(payload: dict[str, int], ctx: JobContext) -> None:
+        seen.append(payload["n"])
+
+    registry = Registry([JobKind("solo", handler)])
+    async with pg_system(pg_settings, registry) as s:
+        await s.queue.submit(Submission("solo", {"n": 1}, "t1", Tier.FREE))
+        await eventually(lambda: _value(seen), lambda v: v == [1])

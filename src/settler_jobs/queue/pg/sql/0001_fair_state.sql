@@ -26,10 +26,3 @@ CREATE TABLE IF NOT EXISTS settler_fair_counter (
   PRIMARY KEY (queue, key)
 );
 
--- Per-tier concurrency caps each lane's workers publish (Redis "<queue>:sf:caps").
-CREATE TABLE IF NOT EXISTS settler_lane_caps (
-  queue text NOT NULL,
-  tier  text NOT NULL,
-  cap   integer NOT NULL,
-  PRIMARY KEY (queue, tier)
-);

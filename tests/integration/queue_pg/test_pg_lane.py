@@ -15,6 +15,7 @@ from settler_jobs.dlq import store as dlq_store
 from settler_jobs.domain import JobState, RetryPolicy, Tier
 from settler_jobs.errors import RetryLater
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.queue.pg import PgLaneWorker
 from settler_jobs.records import Submission
 from tests.helpers import eventually
 from tests.integration.queue_pg.conftest import PgSystem, pg_system
@@ -234,3 +235,28 @@ async def test_the_postgres_runtime_opens_no_redis_connection(
     async with pg_system(pg_settings, registry) as s:
         await s.queue.submit(Submission("solo", {"n": 1}, "t1", Tier.FREE))
         await eventually(lambda: _value(seen), lambda v: v == [1])
+
+
+async def test_stop_lets_held_jobs_finish_and_claims_no_more(pg_settings: Settings) -> None:
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def work(payload: dict[str, int], ctx: JobContext) -> None:
+        started.append(payload["n"])
+        await release.wait()
+
+    registry = Registry([JobKind("graceful", work, concurrency=3, timeout_s=60)])
+    async with pg_system(pg_settings, registry) as s:
+        await s.queue.submit_bulk(
+            [Submission("graceful", {"n": i}, "t1", Tier.FREE) for i in range(10)]
+        )
+        await eventually(lambda: _value(len(started)), lambda n: n == 3)
+        lanes = [lane for lane in s.runtime._lanes if isinstance(lane, PgLaneWorker)]
+        stopping = asyncio.ensure_future(s.runtime.stop(10))
+        # The jobs are released only once every lane has stopped claiming.
+        await eventually(lambda: _value(all(lane.loop.closing for lane in lanes)), bool)
+        release.set()
+        assert await stopping is True
+        states = dict(await s.fetch("SELECT state::text, count(*) FROM job GROUP BY 1"))
+    assert states == {"completed": 3, "waiting": 7}
+    assert len(started) == 3

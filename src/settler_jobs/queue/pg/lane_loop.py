@@ -128,6 +128,11 @@ class PgLaneLoop:
             asyncio.create_task(self._check_stalled(), name=f"pg-stalled:{self.queue}"),
         ]
 
+    @property
+    def closing(self) -> bool:
+        """True once `close` began: no more claims."""
+        return self._closing
+
     def _notified(self, payload: str | None) -> None:
         if payload is None or payload == self.queue:
             self._new_work = True

@@ -351,7 +351,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         await drop_database(args.pg_url, db)
     keys = ("jobs_s", "cpu_ms_job", "bulk_s", "single_s", "p50_ms", "p99_ms")
-    table_rows = []
+    table_rows: list[list[Any]] = []
     for concurrency in args.concurrency:
         base = None
         for mode in args.modes:
@@ -361,9 +361,9 @@ async def main(args: argparse.Namespace) -> None:
                 base = med["jobs_s"]
             table_rows.append([mode, concurrency, *(med[k] for k in keys)])
         if base:
-            for row in table_rows:
-                if row[1] == concurrency:
-                    row.append(f"{row[2] / base:.2f}x")
+            for cells in table_rows:
+                if cells[1] == concurrency:
+                    cells.append(f"{cells[2] / base:.2f}x")
     common.table(
         f"Medians of {args.rounds} round(s), {args.jobs} jobs, load {os.getloadavg()[0]:.2f}",
         [

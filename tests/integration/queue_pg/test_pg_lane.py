@@ -9,10 +9,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from settler_jobs import envelope
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.dlq import store as dlq_store
-from settler_jobs.domain import JobState, RetryPolicy, Tier
+from settler_jobs.domain import JobState, PriorityClass, RetryPolicy, Tier
 from settler_jobs.errors import RetryLater
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue.pg import PgLaneWorker
@@ -260,3 +261,25 @@ async def test_stop_lets_held_jobs_finish_and_claims_no_more(pg_settings: Settin
         states = dict(await s.fetch("SELECT state::text, count(*) FROM job GROUP BY 1"))
     assert states == {"completed": 3, "waiting": 7}
     assert len(started) == 3
+
+
+async def test_a_job_scheduler_keeps_producing_runs(pg_settings: Settings) -> None:
+    runs: list[str] = []
+
+    async def tick(payload: dict[str, str], ctx: JobContext) -> None:
+        runs.append(ctx.job_id)
+
+    registry = Registry([JobKind("tick", tick)])
+    async with pg_system(pg_settings, registry) as s:
+        data = envelope.build(
+            {"label": "x"},
+            tenant_id="system",
+            tier=Tier.ENTERPRISE,
+            job_id="sched",
+            priority=PriorityClass.NORMAL,
+            timeout_s=None,
+        )
+        queue = s.queue._queue("tick")
+        await queue.upsertJobScheduler("every-300", {"every": 300}, "tick", data, {"attempts": 1})
+        # Each run materialises the next one when it is claimed (as bullmq's worker does).
+        await eventually(lambda: _value(len(set(runs))), lambda n: n >= 3, timeout_s=15)

@@ -30,6 +30,7 @@ async def test_jobs_run_end_to_end_and_complete(pg_settings: Settings) -> None:
 
     async def handler(payload: dict[str, int], ctx: JobContext) -> int:
         seen.append(payload["n"])
+        await ctx.report_progress({"step": payload["n"]})
         return payload["n"] * 2
 
     registry = Registry([JobKind("double", handler, concurrency=4)])
@@ -45,7 +46,7 @@ async def test_jobs_run_end_to_end_and_complete(pg_settings: Settings) -> None:
         record = await eventually(
             lambda: s.queue.get(done[7].job.id), lambda r: r.state is JobState.COMPLETED
         )
-        assert record.result == 14
+        assert record.result == 14 and record.progress == {"step": 7}
     assert sorted(seen) == list(range(50))
 
 

@@ -19,7 +19,7 @@ from settler_jobs.config import Settings
 from settler_jobs.dlq import count_open
 from settler_jobs.domain import DlqStatus
 from settler_jobs.metrics import Metrics
-from settler_jobs.queue import JobQueue
+from settler_jobs.queue import AnyJobQueue
 from settler_jobs.scheduling import configured, last_runs, missed_reason
 from settler_jobs.shared_state import SharedState
 from settler_jobs.storage.schedule_tables import ScheduleRunRow
@@ -54,7 +54,7 @@ class Snapshot:
 
 
 async def take(
-    queue: JobQueue,
+    queue: AnyJobQueue,
     sessions: async_sessionmaker[AsyncSession],
     state: SharedState,
     settings: Settings,

@@ -49,10 +49,6 @@ async def serve(
         metrics = Metrics()
         if settings.metrics_port:
             metrics.serve(settings.metrics_host, settings.metrics_port)
-        if services.redis_url is None:
-            # The seam of the PostgreSQL backend: its worker runtime (the engine's lane)
-            # is chosen in worker/runtime.py; until then workers need the Redis backend.
-            raise ConfigError("workers on SETTLER_QUEUE_BACKEND=postgres are not available yet")
         runtime = WorkerRuntime(settings, registry, services.redis_url, services.sessions, metrics)
         await runtime.start()
         try:

@@ -67,7 +67,7 @@ def _check_overrides(sub: Submission) -> None:
 
 
 def prepare(registry: Registry, settings: Settings, sub: Submission, now_ms: int) -> _Prepared:
-    """A validated submission as it will be written (InvalidJob otherwise); no I/O."""
+    """Validate one submission and build what will be written (any queue backend)."""
     kind = registry.get(sub.kind)
     _check_overrides(sub)
     try:

@@ -31,7 +31,7 @@ from settler_jobs.dlq import sweep_dead_letters
 from settler_jobs.errors import QueueUnavailable
 from settler_jobs.kinds import PeriodicStep, Registry
 from settler_jobs.metrics import Metrics
-from settler_jobs.queue import JobQueue
+from settler_jobs.queue import AnyJobQueue
 from settler_jobs.resources import Resources
 from settler_jobs.scheduling import register_schedules
 from settler_jobs.shared_state import SharedState
@@ -48,7 +48,7 @@ class Background:
 
     settings: Settings
     registry: Registry
-    queue: JobQueue
+    queue: AnyJobQueue
     sessions: async_sessionmaker[AsyncSession]
     resources: Resources
     metrics: Metrics

@@ -21,10 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import heartbeat
 from settler_jobs.config import Settings
-from settler_jobs.kinds import Registry
+from settler_jobs.errors import ConfigError
+from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.metrics import Metrics
-from settler_jobs.queue import JobQueue, LaneWorker
+from settler_jobs.queue import AnyJobQueue, JobQueue, LaneWorker
 from settler_jobs.queue import where as _where
+from settler_jobs.queue.pg import PgJobQueue, PgLaneWorker, PgPool
 from settler_jobs.redis_server import redis_client
 from settler_jobs.resources import Resources
 from settler_jobs.shared_state import shared_state
@@ -43,7 +45,7 @@ class WorkerRuntime:
         self,
         settings: Settings,
         registry: Registry,
-        redis_url: str,
+        redis_url: str | None,
         sessions: async_sessionmaker[AsyncSession],
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
@@ -51,11 +53,24 @@ class WorkerRuntime:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics or Metrics()
-        self._redis_url = redis_url
+        self._redis_url = redis_url or ""
+        if redis_url is None and settings.queue_backend == "redis":
+            raise ConfigError("the Redis queue backend needs a Redis URL")
         self._sessions = sessions
         self._rng = rng or random.Random()
-        self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
-        self._state = shared_state(settings, self._queue.client, sessions)
+        # SETTLER_QUEUE_BACKEND=postgres: no Redis connection at all in this process.
+        self._pg: PgJobQueue | None = None
+        self._queue: AnyJobQueue
+        redis = None
+        if settings.queue_backend == "postgres":
+            lanes = 2 * len(list(registry))
+            pool = PgPool(settings.queue_dsn, settings.queue_schema, size=min(4 + lanes, 16))
+            self._pg = PgJobQueue(registry, settings, pool)
+            self._queue = self._pg
+        else:
+            self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
+            redis = self._queue.client
+        self._state = shared_state(settings, redis, sessions)
         self.resources = Resources(
             settings, sessions, self._queue, self._rng, self._queue, self._state
         )
@@ -64,7 +79,7 @@ class WorkerRuntime:
         self._attempts = Attempts(
             self.resources, sessions, self.metrics, self._stats, self._rng, threads
         )
-        self._lanes: list[LaneWorker] = []
+        self._lanes: list[LaneWorker | PgLaneWorker] = []
         self._background: list[asyncio.Task[None]] = []
         self.worker_id = heartbeat.new_worker_id()
         # Heartbeats get their own small Redis pool: a busy queue client must not delay them.
@@ -84,23 +99,14 @@ class WorkerRuntime:
     async def start(self) -> None:
         """Open every lane and the background loops (cancel listener, DLQ sweep, depth,
         per-tenant stats), and register the schedules of the served kinds."""
+        if self._pg is not None:
+            await self._pg.ready()
         for kind in self.registry:
             for queue, slots in (
                 (kind.queue, kind.concurrency),
                 (kind.express_queue, self.settings.express_concurrency),
             ):
-                client = redis_client(
-                    self._redis_url, self.settings, max_connections=slots + 4, patient=True
-                )
-                lane = LaneWorker(
-                    queue,
-                    kind.name,
-                    functools.partial(self._attempts.run, kind),
-                    concurrency=slots,
-                    client=client,
-                    settings=self.settings,
-                    on_dead=self._attempts.on_dead,
-                )
+                lane = self._lane(kind, queue, slots)
                 lane.start()
                 self._lanes.append(lane)
         background = Background(
@@ -118,6 +124,26 @@ class WorkerRuntime:
             info=self.info,
         )
         self._background.extend(background.start())
+
+    def _lane(self, kind: JobKind, queue: str, slots: int) -> LaneWorker | PgLaneWorker:
+        """One lane of `kind` on this runtime's backend (a Redis lane has its own pool)."""
+        run = functools.partial(self._attempts.run, kind)
+        if self._pg is not None:
+            return self._pg.lane(
+                queue, kind.name, run, concurrency=slots, on_dead=self._attempts.on_dead
+            )
+        client = redis_client(
+            self._redis_url, self.settings, max_connections=slots + 4, patient=True
+        )
+        return LaneWorker(
+            queue,
+            kind.name,
+            run,
+            concurrency=slots,
+            client=client,
+            settings=self.settings,
+            on_dead=self._attempts.on_dead,
+        )
 
     async def stop(self, grace_s: float | None = None) -> bool:
         """Stop fetching; give in-flight jobs `grace_s` to finish. False if some were cut."""

@@ -9,7 +9,7 @@ from settler_jobs.errors import ConfigError
 from settler_jobs.kinds import Registry
 from settler_jobs.queue.pg.jobs import PgJobQueue
 from settler_jobs.queue.pg.pool import PgPool
-from settler_jobs.queue.pg.schema import check_version, migrate, pending
+from settler_jobs.queue.pg.schema import apply, check_version, pending
 
 
 def queue_pool(settings: Settings, *, timeout_s: float | None = None) -> PgPool:
@@ -31,7 +31,7 @@ async def preflight(pool: PgPool, *, migrate_schema: bool) -> None:
     """
     await check_version(pool)
     if migrate_schema:
-        await migrate(pool)
+        await apply(pool)
         return
     missing = await pending(pool)
     if missing:

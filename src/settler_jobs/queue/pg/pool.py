@@ -1,146 +1,180 @@
-"""A small pool of autocommit psycopg connections to the queue database.
+"""A small pool of psycopg 3 async connections to the queue database.
 
-Every connection has the queue schema first on its `search_path`, so bullmq's SQL
-functions and our tables are reached unqualified. Unreachable servers and dropped
-connections surface as `QueueUnavailable` (HTTP 503, CLI exit 5), like Redis errors.
+Connections are autocommit with `search_path` pinned to the queue schema, so bullmq's
+SQL functions resolve unqualified. A connection that fails with a connection-level
+error (the server restarted, `pg_terminate_backend`, a dropped socket) is discarded;
+the next checkout opens a fresh one. Connection errors surface as `QueueUnavailable`
+through `pg_errors`, as Redis errors do through `redis_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
+import contextlib
+import select
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import TupleRow
 
 from settler_jobs.errors import QueueUnavailable
 
-_DEFAULT_SIZE: Final = 4
-_PING_AFTER_IDLE_S: Final = 5.0
+Conn = psycopg.AsyncConnection[TupleRow]
+
+_KEEPALIVE: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+# Errors after which the connection is unusable: it is dropped, not returned.
+BROKEN: Final = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
+def quote_ident(name: str) -> str:
+    """A schema or identifier checked to be simple and double-quoted for SQL text."""
+    if not name or len(name) > 63 or not (name[0].isalpha() or name[0] == "_"):
+        raise ValueError(f"invalid PostgreSQL identifier {name!r}")
+    if not all(c.isalnum() or c in "_$" for c in name):
+        raise ValueError(f"invalid PostgreSQL identifier {name!r}")
+    return f'"{name}"'
 
 
 class PgPool:
-    """Up to `size` open connections, handed out one task at a time."""
+    """At most `size` connections, opened on demand and reused; broken ones are dropped."""
 
     def __init__(
         self,
         dsn: str,
         schema: str,
         *,
-        size: int = _DEFAULT_SIZE,
+        size: int = 4,
+        application_name: str = "settler",
         connect_timeout_s: float = 5.0,
         statement_timeout_s: float | None = None,
     ) -> None:
-        self._dsn = dsn
-        self._schema = schema
-        self._size = max(1, size)
-        self._connect_timeout_s = connect_timeout_s
-        self._statement_timeout_s = statement_timeout_s
-        self._idle: list[tuple[Any, float]] = []  # (connection, idle since)
-        self._slots = asyncio.Semaphore(self._size)
+        self.dsn = dsn
+        self.schema = schema
+        self._options = f"-c search_path={quote_ident(schema)},public"
+        self._app = application_name
+        self._timeout = connect_timeout_s
+        # Pooled connections only (the API's 2 s budget); LISTEN and migrations are unbounded.
+        self._bounded = (
+            f" -c statement_timeout={round(statement_timeout_s * 1000)}"
+            if statement_timeout_s is not None
+            else ""
+        )
+        self._idle: list[Conn] = []
+        self._slots = asyncio.Semaphore(size)
         self._closed = False
-
-    @property
-    def dsn(self) -> str:
-        """The libpq URL connections are opened with."""
-        return self._dsn
-
-    @property
-    def connect_timeout(self) -> int:
-        """libpq's connect_timeout (whole seconds) of every connection."""
-        return max(1, math.ceil(self._connect_timeout_s))
-
-    @property
-    def schema(self) -> str:
-        """The queue schema (bullmq's tables and functions, and ours)."""
-        return self._schema
+        self.size = size
+        self.opened = 0
 
     async def connect(
-        self, *, autocommit: bool = True, dict_rows: bool = True, bounded: bool = True
-    ) -> Any:
-        """A new connection outside the pool (LISTEN, migrations); the caller closes it.
-
-        Rows are dicts unless `dict_rows` is False (bullmq's migration runner wants tuples);
-        `bounded=False` lifts the statement timeout (migrations, waits).
-        """
-        options = f"-c search_path={self._schema},public"
-        if self._statement_timeout_s is not None and bounded:
-            options += f" -c statement_timeout={round(self._statement_timeout_s * 1000)}"
+        self, *, autocommit: bool = True, keepalive: bool = False, bounded: bool = False
+    ) -> Conn:
+        """A new connection outside the pool (LISTEN, migrations); the caller closes it."""
+        extra: dict[str, Any] = dict(_KEEPALIVE) if keepalive else {}
+        options = self._options + (self._bounded if bounded else "")
         try:
-            # The connect timeout of libpq has 1 s granularity: bound the whole attempt too.
-            return await asyncio.wait_for(
+            conn = await asyncio.wait_for(
                 psycopg.AsyncConnection.connect(
-                    self._dsn,
+                    self.dsn,
                     autocommit=autocommit,
                     options=options,
-                    row_factory=dict_row if dict_rows else tuple_row,
-                    connect_timeout=self.connect_timeout,
+                    application_name=self._app,
+                    connect_timeout=max(1, round(self._timeout)),
+                    **extra,
                 ),
-                self._connect_timeout_s,
+                self._timeout,
             )
-        except (psycopg.OperationalError, OSError, TimeoutError) as exc:
-            raise unavailable(exc) from exc
+        except TimeoutError as exc:
+            raise QueueUnavailable(f"PostgreSQL did not answer within {self._timeout:g} s") from exc
+        except BROKEN as exc:
+            raise QueueUnavailable(f"PostgreSQL is unreachable ({exc})") from exc
+        self.opened += 1
+        return conn
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        """A pooled autocommit connection; a broken one is dropped, not returned."""
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """An autocommit connection for the block; returned to the pool unless it broke."""
         if self._closed:
-            raise QueueUnavailable("the queue database pool is closed")
+            raise QueueUnavailable("the queue's connection pool is closed")
         async with self._slots:
-            conn = await self._checkout()
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                if not _alive(conn):
+                    await _discard(conn)
+                    conn = None
+            if conn is None:
+                conn = await self.connect(keepalive=True, bounded=True)
             try:
                 yield conn
-            except (psycopg.OperationalError, OSError) as exc:
-                raise unavailable(exc) from exc
-            finally:
-                healthy = not conn.closed and conn.info.transaction_status.name == "IDLE"
-                if healthy and not self._closed:
-                    self._idle.append((conn, time.monotonic()))
+            except BROKEN:
+                await _discard(conn)
+                raise
+            except BaseException:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await _discard(conn)  # cancelled mid-statement: state unknown
                 else:
-                    await conn.close()
+                    self._keep(conn)
+                raise
+            else:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await _discard(conn)
+                else:
+                    self._keep(conn)
 
-    async def _checkout(self) -> Any:
-        while self._idle:
-            conn, since = self._idle.pop()
-            if time.monotonic() - since < _PING_AFTER_IDLE_S:
-                return conn
-            # Idle a while: the server may have restarted since; check before use.
-            try:
-                await conn.execute("SELECT 1")
-                return conn
-            except (psycopg.OperationalError, OSError):
-                await conn.close()
-        return await self.connect()
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """A pooled connection inside one transaction (committed unless the block raises)."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
 
-    async def fetch(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
-        """Rows of one statement (an empty list for statements without a result)."""
-        async with self.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return await cur.fetchall() if cur.description else []
+    def _keep(self, conn: Conn) -> None:
+        if self._closed or conn.closed:
+            return
+        self._idle.append(conn)
 
     async def close(self) -> None:
-        """Close every idle connection; connections in use close when handed back."""
+        """Close every idle connection; ones in use close when they come back."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            await conn.close()
+        for conn in idle:
+            await _discard(conn)
 
 
-def unavailable(exc: BaseException) -> QueueUnavailable:
-    """The error callers see when PostgreSQL does not answer."""
-    return QueueUnavailable(
-        f"PostgreSQL is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
-    )
+def _alive(conn: Conn) -> bool:
+    """False if an idle connection is closed or the server ended it (terminated, restarted).
+
+    An idle connection is sent nothing unasked but a termination notice or EOF (and
+    notifications), so only a readable socket is read, without a round trip.
+    """
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        if readable:
+            pgconn.consume_input()
+    except (OSError, psycopg.OperationalError):
+        return False
+    return bool(pgconn.status == psycopg.pq.ConnStatus.OK)
 
 
-@asynccontextmanager
+async def _discard(conn: Conn) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(), 2.0)
+
+
+@contextlib.asynccontextmanager
 async def pg_errors() -> AsyncIterator[None]:
-    """Turn "PostgreSQL is unreachable" errors into QueueUnavailable."""
+    """Turn "PostgreSQL is unreachable" errors into QueueUnavailable (HTTP 503, CLI exit 5)."""
     try:
         yield
-    except (psycopg.OperationalError, OSError, TimeoutError) as exc:
-        raise unavailable(exc) from exc
+    except BROKEN as exc:
+        raise QueueUnavailable(
+            f"PostgreSQL is unreachable ({type(exc).__name__}: {exc}); nothing was changed"
+        ) from exc

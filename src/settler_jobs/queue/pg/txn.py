@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from settler_jobs.ports import SqlRun
+from settler_jobs.queue.pg.pool import Conn
 from settler_jobs.queue.pg.producer import PgProducer
 from settler_jobs.records import Submission, Submitted
 
@@ -30,7 +31,9 @@ class PgTransactionalProducer(PgProducer):
         transaction). Rolling that transaction back removes the jobs too.
         """
         await self.ready()
-        return await self.submit_bulk_on(RunConnection(run), subs)
+        # RunConnection speaks the part of psycopg's connection the producer uses
+        # (execute, then fetchall/fetchone on the result).
+        return await self.submit_bulk_on(cast(Conn, RunConnection(run)), subs)
 
 
 class RunConnection:

@@ -9,7 +9,6 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from settler_jobs.config import Settings
-from settler_jobs.errors import ConfigError
 from settler_jobs.kinds import Registry
 from settler_jobs.metrics import Metrics
 from settler_jobs.wiring import open_services

@@ -68,7 +68,7 @@ class WorkerRuntime:
             self._pg = PgJobQueue(registry, settings, pool)
             self._queue = self._pg
         else:
-            self._queue = JobQueue(redis_client(redis_url, settings), registry, settings)
+            self._queue = JobQueue(redis_client(self._redis_url, settings), registry, settings)
             redis = self._queue.client
         self._state = shared_state(settings, redis, sessions)
         self.resources = Resources(
@@ -84,7 +84,7 @@ class WorkerRuntime:
         self.worker_id = heartbeat.new_worker_id()
         # Heartbeats get their own small Redis pool: a busy queue client must not delay them.
         self._beats_client = (
-            redis_client(redis_url, settings, max_connections=2)
+            redis_client(self._redis_url, settings, max_connections=2)
             if settings.queue_backend == "redis"
             else None
         )

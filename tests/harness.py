@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs.config import Settings
 from settler_jobs.dlq import store as dlq
 from settler_jobs.kinds import Registry
-from settler_jobs.queue import JobQueue
+from settler_jobs.queue import AnyJobQueue, JobQueue
+from settler_jobs.queue.pg import PgJobQueue
+from settler_jobs.queue.pg.open import queue_pool
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
@@ -27,9 +29,15 @@ class System:
     """What a test drives: the producer side, the workers and the database."""
 
     settings: Settings
-    queue: JobQueue
+    queue: AnyJobQueue
     runtime: WorkerRuntime
     sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def redis_queue(self) -> JobQueue:
+        """The queue as a Redis `JobQueue` (tests of Redis-held details)."""
+        assert isinstance(self.queue, JobQueue), "this test needs the Redis queue backend"
+        return self.queue
 
     async def dead_letters(self, **filters: str) -> list[dlq.DlqEntry]:
         """DLQ entries, newest first."""
@@ -42,11 +50,16 @@ async def system(
     settings: Settings, registry: Registry, *, start: bool = True
 ) -> AsyncIterator[System]:
     """A queue and (unless start=False) running workers for `registry`; torn down after."""
-    assert settings.redis_url is not None
     await upgrade_async(settings.effective_database_url)
     engine = create_engine(settings.effective_database_url)
     sessions = session_factory(engine)
-    queue = JobQueue(redis_client(settings.redis_url, settings), registry, settings)
+    queue: AnyJobQueue
+    if settings.queue_backend == "postgres":
+        queue = PgJobQueue(registry, settings, queue_pool(settings))
+        await queue.ready()
+    else:
+        assert settings.redis_url is not None
+        queue = JobQueue(redis_client(settings.redis_url, settings), registry, settings)
     runtime = WorkerRuntime(settings, registry, settings.redis_url, sessions)
     watchdog = asyncio.get_running_loop().call_later(WATCHDOG_S, dump_tasks)
     if start:

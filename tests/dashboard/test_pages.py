@@ -14,7 +14,7 @@ from tests.helpers import eventually
 
 async def test_overview_workers_tenants_schedules_and_job_search(dash: Dash) -> None:
     await dash.live.directory.create_tenant("t-pages", Tier.GROWTH)
-    queue = dash.system.queue
+    queue = dash.system.redis_queue
     subs = [
         await queue.submit(Submission("echo", {"i": i}, "t-pages", Tier.GROWTH)) for i in range(3)
     ]

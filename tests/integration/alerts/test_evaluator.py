@@ -79,7 +79,7 @@ async def _dead_letter(s: System) -> dlq.DlqEntry:
 
 
 async def _alerts(s: System) -> list[ActiveAlert]:
-    return await active_alerts(RedisState(s.queue.client), s.settings)
+    return await active_alerts(RedisState(s.redis_queue.client), s.settings)
 
 
 def _subjects(outbox: Path) -> list[str]:

@@ -56,7 +56,7 @@ async def test_the_worker_runtime_runs_jobs_retries_and_heartbeats(
         assert done[-1].attempts_made == 2 and done[-1].queue == "on-cluster-express"
         assert runs == Counter({**{i: 1 for i in ids[:-1]}, ids[-1]: 2})
         workers = await heartbeat.live_workers(
-            RedisState(sys_.queue.client), cluster_settings.queue_prefix
+            RedisState(sys_.redis_queue.client), cluster_settings.queue_prefix
         )
         assert [w.id for w in workers] == [sys_.runtime.worker_id]
         await sys_.runtime.stop(5)

@@ -260,7 +260,7 @@ async def test_a_worker_without_caps_puts_parked_jobs_back(settings: Settings) -
     async with system(uncapped, Registry([_kind(seen)]), start=False) as sys_:
         done = await sys_.queue.submit(_sub("a", "parked"))
         base = f"{uncapped.queue_prefix}:{KIND}:"
-        client = sys_.queue.client
+        client = sys_.redis_queue.client
         popped = await client.zpopmin(base + "prioritized")
         job_id, score = str(popped[0][0]), float(popped[0][1])
         await client.zadd(base + "sf:park:a", {job_id: score})  # as a capped pop leaves it

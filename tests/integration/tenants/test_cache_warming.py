@@ -82,7 +82,7 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
             [Submission("ok", {}, "t1", Tier.FREE)] * 3
             + [Submission("bad", {}, "t1", Tier.FREE), Submission("ok", {}, "t2", Tier.SCALE)],
         )
-        ops = sys_.queue
+        ops = sys_.redis_queue
         state = RedisState(ops.client)
         # The worker writes its counters in the background (stats_flush_interval_s).
         active = await eventually(
@@ -124,18 +124,18 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
 async def test_a_cache_miss_is_computed_and_cached(settings: Settings) -> None:
     async with system(_quiet(settings), _registry(), start=False) as sys_:
         key = kpi.cache_key(settings.queue_prefix, "t9", "kpi-health")
-        assert await sys_.queue.client.get(key) is None
-        state = RedisState(sys_.queue.client)
+        assert await sys_.redis_queue.client.get(key) is None
+        state = RedisState(sys_.redis_queue.client)
         snapshot = await kpi.kpi_snapshot(sys_.queue, state, settings, "t9", datetime.now(UTC))
         assert snapshot["tenantId"] == "t9" and snapshot["failureRate"]["lastDay"]["rate"] is None
-        assert json.loads(await sys_.queue.client.get(key) or "{}") == snapshot
+        assert json.loads(await sys_.redis_queue.client.get(key) or "{}") == snapshot
 
 
 async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Settings) -> None:
     quiet = _quiet(settings)
     async with system(quiet, _registry()) as sys_:
         await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
-        state = RedisState(sys_.queue.client)
+        state = RedisState(sys_.redis_queue.client)
         await eventually(
             lambda: kpi.active_tenants(sys_.queue, state, datetime.now(UTC)), lambda t: t == ["t1"]
         )
@@ -144,7 +144,7 @@ async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Setti
         )
         [warmed] = await _run_all(sys_, [system_sub])
         assert warmed.state is JobState.COMPLETED and warmed.result["tenants"] == 1
-        assert await _cached(sys_.queue.client, quiet, "t1", "kpi-health") is not None
+        assert await _cached(sys_.redis_queue.client, quiet, "t1", "kpi-health") is not None
 
         # A tenant may warm its own cache, never another's.
         own, foreign = await _run_all(
@@ -190,10 +190,9 @@ async def test_finished_bullmq_jobs_are_cleaned_through_the_queue(settings: Sett
         report = await run_retention(plan)
         bullmq = next(t for t in report["targets"] if t["target"] == "bullmq-finished-jobs")
         assert bullmq["deleted"] == 4 and bullmq["complete"] is True
+        client = sys_.redis_queue.client
         for job in jobs:
-            assert (
-                await sys_.queue.client.exists(f"{settings.queue_prefix}:{job.queue}:{job.id}") == 0
-            )
+            assert await client.exists(f"{settings.queue_prefix}:{job.queue}:{job.id}") == 0
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -209,5 +208,5 @@ async def test_broken_accounting_never_fails_a_job(settings: Settings) -> None:
         sys_.runtime._stats.record = broken  # type: ignore[method-assign]
         [done] = await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
         assert done.state is JobState.COMPLETED and done.result == "ok"
-        state = RedisState(sys_.queue.client)
+        state = RedisState(sys_.redis_queue.client)
         assert await kpi.active_tenants(sys_.queue, state, datetime.now(UTC)) == []

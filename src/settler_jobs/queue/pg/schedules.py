@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from settler_jobs.errors import InvalidJob
 from settler_jobs.kinds import JobKind
@@ -18,6 +18,9 @@ from settler_jobs.queue.pg.pool import pg_errors
 from settler_jobs.queue.pg.rows import PgSql
 from settler_jobs.queue.schedules import _SCHEDULE_ID, _same_schedule
 from settler_jobs.records import ScheduleInfo
+
+# "SCHD": advisory lock class of scheduler upserts.
+_TURN_KEY: Final = 0x53434844
 
 
 class PgSchedules(PgSql):
@@ -46,22 +49,29 @@ class PgSchedules(PgSql):
             raise InvalidJob(f"invalid schedule id {schedule_id!r}")
         repeat: dict[str, Any] = {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
         queue = self._queue(k.queue)
-        async with pg_errors():
-            exists = await queue.isJobScheduler(schedule_id)
-            current = await queue.getJobScheduler(schedule_id) if exists else None
-            if current is None or not _same_schedule(current, kind, repeat, data):
-                try:
-                    await queue.upsertJobScheduler(
-                        schedule_id, repeat, kind, dict(data), self._schedule_opts(k)
+        key = f"{k.queue}\t{schedule_id}"
+        # bullmq's add_job_scheduler refuses a second first-time insert racing the first
+        # (a job id collision): processes starting together take turns per scheduler.
+        async with pg_errors(), self._pool.connection() as turn:
+            await turn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_TURN_KEY, key))
+            try:
+                exists = await queue.isJobScheduler(schedule_id)
+                current = await queue.getJobScheduler(schedule_id) if exists else None
+                if current is None or not _same_schedule(current, kind, repeat, data):
+                    try:
+                        await queue.upsertJobScheduler(
+                            schedule_id, repeat, kind, dict(data), self._schedule_opts(k)
+                        )
+                    except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
+                        raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
+                    await self._rows(
+                        "INSERT INTO settler_schedule (queue, schedule_id, registered_at_ms)"
+                        " VALUES (%s, %s, %s) ON CONFLICT (queue, schedule_id)"
+                        " DO UPDATE SET registered_at_ms = EXCLUDED.registered_at_ms",
+                        (k.queue, schedule_id, int(time.time() * 1000)),
                     )
-                except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
-                    raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
-                await self._rows(
-                    "INSERT INTO settler_schedule (queue, schedule_id, registered_at_ms)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (queue, schedule_id)"
-                    " DO UPDATE SET registered_at_ms = EXCLUDED.registered_at_ms",
-                    (k.queue, schedule_id, int(time.time() * 1000)),
-                )
+            finally:
+                await turn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_TURN_KEY, key))
             return next(s for s in await self._schedules_of(k) if s.id == schedule_id)
 
     def _schedule_opts(self, kind: JobKind) -> dict[str, Any]:

@@ -54,9 +54,22 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings for one test: own prefix, own data folder and SQLite file, no metrics port."""
-    yield Settings(
+def queue_backend() -> str:
+    """The queue backend `settings` selects: Redis here; the integration and e2e suites
+    override this to run each test on both backends (ids `redis-queue`, `pg-queue`)."""
+    return "redis"
+
+
+@pytest.fixture
+def settings(
+    redis_url: str, prefix: str, tmp_path: Path, queue_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Settings for one test: own prefix, own data folder and SQLite file, no metrics port.
+
+    On the PostgreSQL backend: the module's PostgreSQL database (Settler's tables emptied)
+    and a queue schema of the test's own, dropped afterwards.
+    """
+    base = Settings(
         redis_url=redis_url,
         queue_prefix=prefix,
         data_dir=tmp_path / "data",
@@ -64,6 +77,24 @@ def settings(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Settings]:
         metrics_port=0,
         dlq_sweep_interval_s=0.2,
     )
+    if queue_backend != "postgres":
+        yield base
+    else:
+        from tests.postgres import drop_schema, empty_database
+
+        database: str = request.getfixturevalue("postgres_database")
+        empty_database(database)
+        schema = "q_" + prefix.replace("-", "_")
+        try:
+            yield base.model_copy(
+                update={
+                    "queue_backend": "postgres",
+                    "database_url": database,
+                    "queue_schema": schema,
+                }
+            )
+        finally:
+            drop_schema(database, schema)
     client = redis.Redis.from_url(redis_url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
@@ -71,3 +102,16 @@ def settings(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Settings]:
             client.delete(*keys[start : start + 500])
     finally:
         client.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `redis_only` (Redis internals: Lua, keys, cluster) run on Redis only."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("queue_backend") == "pg-queue"
+        (dropped if on_pg and item.get_closest_marker("redis_only") else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

@@ -32,6 +32,8 @@ def process_env(settings: Settings) -> dict[str, str]:
         "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
         "SETTLER_DATA_DIR": str(settings.data_dir),
         "DATABASE_URL": settings.effective_database_url,
+        "SETTLER_QUEUE_BACKEND": settings.queue_backend,
+        "SETTLER_QUEUE_SCHEMA": settings.queue_schema,
         "SETTLER_METRICS_PORT": "0",
         "SETTLER_API_PORT": "0",
     }

@@ -16,34 +16,22 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import settler_jobs.storage.schema  # noqa: F401 - every table in Base.metadata
 from settler_jobs.config import normalise_database_url
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade
-from settler_jobs.storage.tables import Base
+from tests.postgres import empty_tables_sql, execute
 
 POSTGRES_URL_ENV = "SETTLER_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-CONNECT_TIMEOUT_S = 5
 
 
 def _admin_url() -> str:
     return normalise_database_url(os.environ.get(POSTGRES_URL_ENV) or DEFAULT_POSTGRES_URL)
-
-
-async def _execute(url: str, *statements: str, autocommit: bool = False) -> None:
-    options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    engine = create_async_engine(url, connect_args={"timeout": CONNECT_TIMEOUT_S}, **options)
-    try:
-        async with engine.begin() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -58,7 +46,7 @@ def postgres_database() -> Iterator[str]:
     admin = _admin_url()
     name = f"settler_test_{uuid.uuid4().hex[:16]}"
     try:
-        asyncio.run(_execute(admin, f'CREATE DATABASE "{name}"', autocommit=True))
+        asyncio.run(execute(admin, f'CREATE DATABASE "{name}"', autocommit=True))
     except (OSError, DBAPIError) as exc:
         _unavailable(f"{type(exc).__name__}: {exc}")
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
@@ -67,12 +55,13 @@ def postgres_database() -> Iterator[str]:
         yield url
     finally:
         drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-        asyncio.run(_execute(admin, drop, autocommit=True))
+        asyncio.run(execute(admin, drop, autocommit=True))
 
 
-def _empty_tables_sql() -> str:
-    names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    return f"TRUNCATE {names}"
+@pytest.fixture(params=["redis-queue", pytest.param("pg-queue", marks=pytest.mark.postgres)])
+def queue_backend(request: pytest.FixtureRequest) -> str:
+    """Every test built on `settings` runs on the Redis and on the PostgreSQL queue."""
+    return "postgres" if request.param == "pg-queue" else "redis"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -83,7 +72,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         upgrade(sqlite_url)
         return sqlite_url
     postgres_url: str = request.getfixturevalue("postgres_database")
-    asyncio.run(_execute(postgres_url, _empty_tables_sql()))
+    asyncio.run(execute(postgres_url, empty_tables_sql()))
     return postgres_url
 
 

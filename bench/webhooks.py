@@ -104,6 +104,7 @@ class Worker:
                     "250",
                     "-f",
                     "raw",
+                    *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
                     "-o",
                     spy_file,
                     "--pid",

@@ -124,12 +124,13 @@ def _begin_row(
             reason = f"endpoint disabled: {endpoint.disabled_reason}"[:MAX_ERROR]
             changes = {"status": DeliveryStatus.FAILED.value, "last_error": reason}
         changes |= {"next_attempt_at": None, "updated_at": now}
-        still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
-        moved = write and conn.execute(
-            update(_DT).where(_DT.c.id == delivery_id, *still).values(changes)
-        )
-        if moved and moved.rowcount != 1:  # another process changed it since our read: send nothing
-            raise errors.InvalidState(f"webhook delivery {delivery_id!r} changed while starting")
+        if write:
+            still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
+            moved = conn.execute(update(_DT).where(_DT.c.id == delivery_id, *still).values(changes))
+            if moved.rowcount != 1:  # another process changed it since our read: send nothing
+                raise errors.InvalidState(
+                    f"webhook delivery {delivery_id!r} changed while starting"
+                )
     delivery = _value(
         Delivery, row, "d_", status=DeliveryStatus(changes.get("status", row.d_status))
     )

@@ -141,17 +141,13 @@ async def test_gone(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     assert result.response_excerpt == "endpoint removed"
 
 
-async def test_429_retry_after_seconds(
-    receiver: WebhookReceiver, client: GuardedHttp1
-) -> None:
+async def test_429_retry_after_seconds(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/slow-down"))
     assert (result.outcome, result.status_code) == (Outcome.RETRY, 429)
     assert (result.error_class, result.retry_after_s) == ("http_4xx", 7.0)
 
 
-async def test_503_retry_after_http_date(
-    receiver: WebhookReceiver, client: GuardedHttp1
-) -> None:
+async def test_503_retry_after_http_date(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/unavailable"))
     assert (result.outcome, result.error_class) == (Outcome.RETRY, "http_5xx")
     assert result.retry_after_s is not None and 115 <= result.retry_after_s <= 120
@@ -170,9 +166,7 @@ async def test_5xx_retries_with_a_lossy_excerpt(
     assert result.retry_after_s is None
 
 
-async def test_redirects_are_not_followed(
-    receiver: WebhookReceiver, client: GuardedHttp1
-) -> None:
+async def test_redirects_are_not_followed(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/redirect"))
     assert (result.outcome, result.error_class, result.status_code) == (
         Outcome.RETRY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, event, make_url
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,6 +27,9 @@ R = TypeVar("R")
 BatchFn = Callable[[Connection, Sequence[Item]], Sequence[R | Exception]]
 """`fn(connection, items) -> one result per item`: an Exception result fails only that item."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+PING_AFTER_IDLE_S: Final = 2.0
+"""A pooled server connection idle this long is pinged before use (pre-ping)."""
+_RETURNED_AT: Final = "settler_returned_at"
 _SQLITE_PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
     # WAL + NORMAL: a commit survives a killed process; only an OS crash may lose the
@@ -39,13 +44,38 @@ def create_engine(url: str) -> AsyncEngine:
     """An async engine for `url` (`sqlite+aiosqlite://...` or `postgresql+asyncpg://...`).
 
     SQLite files get their parent folder created and every connection runs in WAL mode
-    with foreign keys on and a busy timeout; other databases ping pooled connections
-    before use. Call `await engine.dispose()` when done.
+    with foreign keys on and a busy timeout; other databases ping a pooled connection
+    before use when it has been idle `PING_AFTER_IDLE_S` or more (a dead one is replaced).
+    Call `await engine.dispose()` when done.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_async_engine(parsed, pool_pre_ping=True)
+    engine = create_async_engine(parsed)
+    _ping_when_idle(engine.sync_engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pre-ping only connections idle for a while: a ping is a round trip (three on
+    asyncpg: BEGIN, ping, ROLLBACK), and pinging on every check-out cost a busy worker
+    more than its own statements; a connection used moments ago is alive."""
+
+    def returned(_dbapi: Any, record: Any, *_: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def check_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is not None and time.monotonic() - returned_at < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool drops this connection and tries another
+            raise DisconnectionError("a pooled connection failed its ping") from exc
+
+    event.listen(engine, "connect", returned)
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "checkout", check_out)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

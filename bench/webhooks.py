@@ -12,6 +12,7 @@ on a private Redis and a SQLite file (or `--database-url`).
 
     python bench/webhooks.py                      # N=5000, 3 runs; latency 300 events
     python bench/webhooks.py --events 2000 --runs 1 --latency-events 100
+    BENCH_PYSPY=spy BENCH_PYSPY_GIL=1 python bench/webhooks.py --runs 1   # py-spy, GIL holder only
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Worker:
                     "250",
                     "-f",
                     "raw",
+                    *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
                     "-o",
                     spy_file,
                     "--pid",

@@ -22,7 +22,9 @@ KERNEL: Final = frozenset(
     {
         "audit",
         "context",
+        "guarded_http",
         "heartbeat",
+        "http1_wire",
         "keyring",
         "kinds",
         "logs",

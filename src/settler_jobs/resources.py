@@ -1,5 +1,5 @@
 """Shared handles a handler may use: settings, database sessions, a job submitter, the
-secret box and the SSRF-guarded HTTP client. One per worker process, made lazily.
+secret box and the SSRF-guarded HTTP clients. One per worker process, made lazily.
 
 The queue appears here only as the `ports` protocols, so nothing below imports kinds
 or the queue itself.
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs.clock import utc_now
 from settler_jobs.config import Settings
 from settler_jobs.errors import ConfigError
+from settler_jobs.guarded_http import GuardedHttp1
 from settler_jobs.keyring import secret_box
 from settler_jobs.net_guard import guarded_client, outbound_policy
 from settler_jobs.ports import QueueOps, Submitter
@@ -42,6 +43,7 @@ class Resources:
     """Set in worker processes: the KPI cache and tenant accounting live there."""
     _box: SecretBox | None = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _webhook_http: GuardedHttp1 | None = field(default=None, repr=False)
     _transactions: Transactions | None = field(default=None, repr=False)
     _processes: ProcessPoolExecutor | None = field(default=None, repr=False)
 
@@ -62,6 +64,13 @@ class Resources:
                 timeout=httpx.Timeout(limit, connect=min(limit, 10.0)),
             )
         return self._http
+
+    @property
+    def webhook_http(self) -> GuardedHttp1:
+        """The lean keep-alive POST client of webhook deliveries, behind the same guard."""
+        if self._webhook_http is None:
+            self._webhook_http = GuardedHttp1(outbound_policy(self.settings))
+        return self._webhook_http
 
     @property
     def transactions(self) -> Transactions:
@@ -103,6 +112,9 @@ class Resources:
             with contextlib.suppress(Exception):
                 await self._http.aclose()
             self._http = None
+        if self._webhook_http is not None:
+            await self._webhook_http.aclose()
+            self._webhook_http = None
         if self._transactions is not None:
             with contextlib.suppress(Exception):
                 await self._transactions.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, event, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,6 +29,9 @@ R = TypeVar("R")
 BatchFn = Callable[[Connection, Sequence[Item]], Sequence[R | Exception]]
 """`fn(connection, items) -> one result per item`: an Exception result fails only that item."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+PING_AFTER_IDLE_S: Final = 2.0
+"""A pooled server connection idle this long is pinged before use (pre-ping)."""
+_RETURNED_AT: Final = "settler_returned_at"
 _SQLITE_PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
     # WAL + NORMAL: a commit survives a killed process; only an OS crash may lose the
@@ -41,15 +46,40 @@ def create_engine(url: str, *, connect_timeout_s: float | None = None) -> AsyncE
     """An async engine for `url` (`sqlite+aiosqlite://...` or `postgresql+asyncpg://...`).
 
     SQLite files get their parent folder created and every connection runs in WAL mode
-    with foreign keys on and a busy timeout; other databases ping pooled connections
-    before use, and give up connecting after `connect_timeout_s` if given (the API's
-    503 within 2 s). Call `await engine.dispose()` when done.
+    with foreign keys on and a busy timeout; other databases ping a pooled connection
+    before use when it has been idle `PING_AFTER_IDLE_S` or more (a dead one is replaced),
+    and give up connecting after `connect_timeout_s` if given (the API's 503 within 2 s).
+    Call `await engine.dispose()` when done.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     connect_args = {"timeout": connect_timeout_s} if connect_timeout_s is not None else {}
-    return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_async_engine(parsed, connect_args=connect_args)
+    _ping_when_idle(engine.sync_engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pre-ping only connections idle for a while: a ping is a round trip (three on
+    asyncpg: BEGIN, ping, ROLLBACK), and pinging on every check-out cost a busy worker
+    more than its own statements; a connection used moments ago is alive."""
+
+    def returned(_dbapi: Any, record: Any, *_: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def check_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is not None and time.monotonic() - returned_at < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool drops this connection and tries another
+            raise DisconnectionError("a pooled connection failed its ping") from exc
+
+    event.listen(engine, "connect", returned)
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "checkout", check_out)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -86,9 +116,10 @@ class Transactions:
     """Runs a synchronous function on a connection inside one transaction.
 
     For hot paths made of a few short statements. On SQLite the whole function runs in
-    one dedicated thread on a synchronous connection, in a ``BEGIN IMMEDIATE``
-    transaction (it holds the write lock throughout): one hand-off per transaction
-    instead of several per statement (aiosqlite's cost dwarfs SQLite's). Elsewhere it
+    one dedicated thread on a synchronous connection kept open by that thread, in a
+    ``BEGIN IMMEDIATE`` transaction (it holds the write lock throughout): one hand-off per
+    transaction instead of several per statement (aiosqlite's cost dwarfs SQLite's), and
+    no pool check-out per transaction (which cost twice the transaction). Elsewhere it
     runs through the async engine (`AsyncConnection.run_sync`), each statement awaiting
     the server as usual. Close with `aclose`.
     """
@@ -98,6 +129,7 @@ class Transactions:
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._groups: dict[Any, GroupCommit[Any, Any]] = {}
+        self._conn: Connection | None = None  # used only in `_thread`
         if engine.dialect.name == "sqlite":
             sync_url = engine.url.set(drivername="sqlite")
             self._sync = create_sync_engine(sync_url, pool_size=1, max_overflow=0)
@@ -111,8 +143,27 @@ class Transactions:
         if self._sync is None or self._thread is None:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
-        call = functools.partial(_in_transaction, self._sync, fn, *args, **kwargs)
+        call = functools.partial(self._in_transaction, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    def _in_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """In `_thread`: `fn` in a write transaction on the thread's kept connection."""
+        assert self._sync is not None
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = self._sync.connect()
+        with conn.begin():
+            # The write lock from the start (waiting up to the busy timeout): what `fn`
+            # reads cannot change before it writes, and a read-then-write transaction
+            # never fails with SQLITE_BUSY on upgrading its lock (the busy handler does
+            # not retry that).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return fn(conn, *args, **kwargs)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def grouped(self, fn: BatchFn[Item, R]) -> GroupCommit[Item, R]:
         """The one `GroupCommit` of `fn` on these transactions (made on first use)."""
@@ -124,18 +175,10 @@ class Transactions:
     async def aclose(self) -> None:
         """Release the synchronous engine and its thread (SQLite)."""
         if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_connection)
             await asyncio.to_thread(self._thread.shutdown, True)
         if self._sync is not None:
             self._sync.dispose()
-
-
-def _in_transaction(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    with engine.begin() as conn:
-        # The write lock from the start (waiting up to the busy timeout): what `fn` reads
-        # cannot change before it writes, and a read-then-write transaction never fails
-        # with SQLITE_BUSY on upgrading its lock (the busy handler does not retry that).
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return fn(conn, *args, **kwargs)
 
 
 class GroupCommit(Generic[Item, R]):

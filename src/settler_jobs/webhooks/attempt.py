@@ -7,8 +7,8 @@ response and is bounded as a whole by `deadline_s`; network failures become resu
   ``http_5xx`` (429 and 503 with ``Retry-After`` as `retry_after_s`);
 * timeouts, a trickling body included, RETRY ``timeout``; connection failures RETRY
   ``connect`` / ``tls`` / ``protocol`` / ``network``;
-* a `SettlerError` from the client's transport (the SSRF guard) FAILED_PERMANENT
-  ``refused``, its message as the excerpt; a URL httpx cannot use ``invalid_url``.
+* a `SettlerError` from the client (the SSRF guard) FAILED_PERMANENT ``refused``, its
+  message as the excerpt; a URL that is not http(s) ``invalid_url``.
 
 `next_delay_s` turns a RETRY result into the wait before the next attempt.
 """
@@ -20,20 +20,26 @@ import random
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, TypeVar
-
-import httpx
+from typing import Final, TypeVar
 
 from settler_jobs.domain import RetryPolicy, parse_retry_after, retry_delay_s
 from settler_jobs.errors import SettlerError
+from settler_jobs.guarded_http import (
+    ConnectFailed,
+    Exchange,
+    GuardedHttp1,
+    InvalidUrl,
+    ProtocolFailure,
+)
+from settler_jobs.http1_wire import HttpFailure
 
 DEFAULT_EXCERPT_BYTES: Final = 1024
 DEFAULT_RETRY_AFTER_CAP_S: Final = 3600.0
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
-_HANDLED_ERRORS: Final = (httpx.TransportError, httpx.InvalidURL, SettlerError, OSError)
+_HANDLED_ERRORS: Final = (HttpFailure, SettlerError, OSError)
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -64,30 +70,26 @@ class AttemptResult:
     retry_after_s: float | None = None
 
 
-@dataclass(slots=True)
-class _Progress:
-    """What has been seen so far, kept outside the timeout scope."""
-
-    started: float = field(default_factory=time.monotonic)
-    status_code: int | None = None
-    retry_after: str | None = None
-    excerpt: bytearray = field(default_factory=bytearray)
-
-    def result(
-        self, outcome: Outcome, error_class: str | None, *, retry_after_s: float | None = None
-    ) -> AttemptResult:
-        return AttemptResult(
-            outcome=outcome,
-            status_code=self.status_code,
-            latency_ms=round((time.monotonic() - self.started) * 1000),
-            error_class=error_class,
-            response_excerpt=self.excerpt.decode("utf-8", errors="replace"),
-            retry_after_s=retry_after_s,
-        )
+def _result(
+    exchange: Exchange,
+    started: float,
+    outcome: Outcome,
+    error_class: str | None,
+    *,
+    retry_after_s: float | None = None,
+) -> AttemptResult:
+    return AttemptResult(
+        outcome=outcome,
+        status_code=exchange.status_code,
+        latency_ms=round((time.monotonic() - started) * 1000),
+        error_class=error_class,
+        response_excerpt=exchange.body.decode("utf-8", errors="replace"),
+        retry_after_s=retry_after_s,
+    )
 
 
 async def attempt(
-    client: httpx.AsyncClient,
+    client: GuardedHttp1,
     *,
     url: str,
     headers: Mapping[str, str],
@@ -99,70 +101,40 @@ async def attempt(
     """POST `body` to `url` once and classify the outcome (see the module docstring).
 
     Connect, send, response headers and excerpt all end within `deadline_s`. At most
-    `excerpt_bytes` of the body are kept, then the response is closed (the transport may
-    have buffered one network read more). Raises only for bad arguments and bugs.
+    `excerpt_bytes` of the body are kept; a longer body is drained if short, else its
+    connection is closed. Raises only for bad arguments and bugs.
     """
     if not deadline_s > 0 or excerpt_bytes < 0 or not retry_after_cap_s >= 0:
         raise ValueError("need deadline_s > 0, excerpt_bytes >= 0 and retry_after_cap_s >= 0")
-    progress = _Progress()
-    request_headers = httpx.Headers(dict(headers))
-    request_headers["accept-encoding"] = "identity"  # the excerpt is read raw
+    started = time.monotonic()
+    exchange = Exchange()  # what arrived stays here when the deadline cuts the exchange
     try:
         async with asyncio.timeout(deadline_s):
-            request = client.build_request(
-                "POST", url, content=body, headers=request_headers, timeout=deadline_s
-            )
-            await _exchange(client, request, excerpt_bytes, progress)
+            await client.post(url, headers, body, into=exchange, limit=excerpt_bytes)
     except TimeoutError:
-        return progress.result(Outcome.RETRY, "timeout")
+        return _result(exchange, started, Outcome.RETRY, "timeout")
     except _HANDLED_ERRORS as exc:
         outcome, error_class = classify_error(exc)
         if error_class == "refused":
             refusal = _find_in_chain(exc, SettlerError)
-            progress.excerpt[:] = str(refusal).encode()[:excerpt_bytes]
-        return progress.result(outcome, error_class)
-    return _classify_response(progress, retry_after_cap_s)
+            exchange.body[:] = str(refusal).encode()[:excerpt_bytes]
+        return _result(exchange, started, outcome, error_class)
+    return _classify_response(exchange, started, retry_after_cap_s)
 
 
-async def _exchange(
-    client: httpx.AsyncClient, request: httpx.Request, limit: int, progress: _Progress
-) -> None:
-    response = await client.send(request, stream=True, follow_redirects=False)
-    try:
-        progress.status_code = response.status_code
-        progress.retry_after = response.headers.get("retry-after")
-        await _read_excerpt(response, limit, progress.excerpt)
-    finally:
-        await response.aclose()
-
-
-async def _read_excerpt(response: httpx.Response, limit: int, into: bytearray) -> None:
-    """Append up to `limit` raw body bytes to `into`, then stop reading."""
-    if limit == 0:
-        return
-    chunks = response.aiter_raw()
-    try:
-        async for chunk in chunks:
-            into += chunk[: limit - len(into)]
-            if len(into) >= limit:
-                break
-    finally:
-        close: Any = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
-
-
-def _classify_response(progress: _Progress, retry_after_cap_s: float) -> AttemptResult:
-    status = progress.status_code
+def _classify_response(
+    exchange: Exchange, started: float, retry_after_cap_s: float
+) -> AttemptResult:
+    status = exchange.status_code
     if status is None:  # cannot happen: set as soon as the response headers arrive
         raise RuntimeError("the exchange ended without a response status")
     outcome, error_class = classify_status(status)
     retry_after = None
     if status in _RETRY_AFTER_STATUSES:
         retry_after = parse_retry_after(
-            progress.retry_after, now=datetime.now(UTC), cap_s=retry_after_cap_s
+            exchange.headers.get("retry-after"), now=datetime.now(UTC), cap_s=retry_after_cap_s
         )
-    return progress.result(outcome, error_class, retry_after_s=retry_after)
+    return _result(exchange, started, outcome, error_class, retry_after_s=retry_after)
 
 
 def classify_status(status: int) -> tuple[Outcome, str | None]:
@@ -191,15 +163,15 @@ def classify_error(exc: BaseException) -> tuple[Outcome, str]:
         if getattr(refused, "rule", None) in _PASSING_RULES:
             return Outcome.RETRY, "dns"
         return Outcome.FAILED_PERMANENT, "refused"
-    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+    if isinstance(exc, InvalidUrl):
         return Outcome.FAILED_PERMANENT, "invalid_url"
     if _find_in_chain(exc, ssl.SSLError) is not None:
         return Outcome.RETRY, "tls"
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return Outcome.RETRY, "timeout"
-    if isinstance(exc, httpx.ConnectError | ConnectionRefusedError):
+    if isinstance(exc, ConnectFailed | ConnectionRefusedError):
         return Outcome.RETRY, "connect"
-    if isinstance(exc, httpx.ProtocolError):
+    if isinstance(exc, ProtocolFailure):
         return Outcome.RETRY, "protocol"
     return Outcome.RETRY, "network"
 

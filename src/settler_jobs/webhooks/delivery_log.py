@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, case, func, insert, literal, null, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, literal, null, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,23 +89,23 @@ def begin_attempt_on(
     return _begin_row(conn, rows[delivery_id], now=now, generation=generation)
 
 
+_JOINED: Final = (
+    select(*_prefixed("d_", _DT), *_prefixed("e_", _ET), *_prefixed("v_", _VT))
+    .join_from(_DT, _ET, _ET.c.id == _DT.c.endpoint_id)
+    .join(_VT, _VT.c.id == _DT.c.event_id)
+    .where(_DT.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_DT.c.id)
+)
+# Built once: a statement object keeps its cache key, so a run only binds the ids.
+_JOINED_LOCKED: Final = _JOINED.with_for_update(of=_DT)
+
+
 def _joined_rows(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, Any]:
     """Delivery, endpoint and event of each id, by delivery id (deliveries locked on PG)."""
-    joined = (
-        select(*_prefixed("d_", _DT), *_prefixed("e_", _ET), *_prefixed("v_", _VT))
-        .join_from(_DT, _ET, _ET.c.id == _DT.c.endpoint_id)
-        .join(_VT, _VT.c.id == _DT.c.event_id)
-        .order_by(_DT.c.id)
-    )
-    if len(delivery_ids) == 1:
-        joined = joined.where(_DT.c.id == delivery_ids[0])
-    else:
-        joined = joined.where(_DT.c.id.in_(delivery_ids))
     # Core statements, synchronous: the hot path runs as one unit per transaction (see
     # storage.db.Transactions), not one event-loop hop per statement.
-    if conn.dialect.name == "postgresql":
-        joined = joined.with_for_update(of=_DT)
-    return {row.d_id: row for row in conn.execute(joined)}
+    joined = _JOINED_LOCKED if conn.dialect.name == "postgresql" else _JOINED
+    return {row.d_id: row for row in conn.execute(joined, {"ids": list(delivery_ids)})}
 
 
 def _begin_row(
@@ -124,12 +124,13 @@ def _begin_row(
             reason = f"endpoint disabled: {endpoint.disabled_reason}"[:MAX_ERROR]
             changes = {"status": DeliveryStatus.FAILED.value, "last_error": reason}
         changes |= {"next_attempt_at": None, "updated_at": now}
-        still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
-        moved = write and conn.execute(
-            update(_DT).where(_DT.c.id == delivery_id, *still).values(changes)
-        )
-        if moved and moved.rowcount != 1:  # another process changed it since our read: send nothing
-            raise errors.InvalidState(f"webhook delivery {delivery_id!r} changed while starting")
+        if write:
+            still = _DT.c.status == row.d_status, _DT.c.generation == row.d_generation
+            moved = conn.execute(update(_DT).where(_DT.c.id == delivery_id, *still).values(changes))
+            if moved.rowcount != 1:  # another process changed it since our read: send nothing
+                raise errors.InvalidState(
+                    f"webhook delivery {delivery_id!r} changed while starting"
+                )
     delivery = _value(
         Delivery, row, "d_", status=DeliveryStatus(changes.get("status", row.d_status))
     )

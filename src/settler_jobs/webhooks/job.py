@@ -82,7 +82,7 @@ async def deliver_webhook(payload: DeliveryPayload, ctx: JobContext) -> dict[str
         sessions=res.sessions,
         transactions=res.transactions,
         box=res.secret_box,
-        client=res.outbound_http,
+        client=res.webhook_http,
         policy=policy,
         config=send_config(res),
         rng=res.rng,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
@@ -44,6 +44,33 @@ from settler_jobs.webhooks.values import (
 )
 
 _DELIVERING = DeliveryStatus.DELIVERING.value
+_RECORDED: Final = ("status", "next_attempt_at", "last_status_code", "last_error", "updated_at")
+
+# Built once: a statement object keeps its cache key, so a batch only binds its rows.
+_BEGIN_MANY: Final = (
+    update(_DT)
+    .where(
+        _DT.c.id == bindparam("b_id"),
+        _DT.c.status == bindparam("b_status"),
+        _DT.c.generation == bindparam("b_generation"),
+    )
+    .values(
+        status=_DELIVERING,
+        attempts=bindparam("b_attempts", type_=_DT.c.attempts.type),
+        next_attempt_at=None,
+        updated_at=bindparam("b_now", type_=_DT.c.updated_at.type),
+    )
+)
+_RECORD_READ: Final = (
+    select(_DT).where(_DT.c.id.in_(bindparam("ids", expanding=True))).order_by(_DT.c.id)
+)
+_RECORD_READ_LOCKED: Final = _RECORD_READ.with_for_update()
+_RECORD_MANY: Final = (
+    update(_DT)
+    .where(_DT.c.id == bindparam("r_id"))
+    .values({name: bindparam(f"r_{name}", type_=_DT.c[name].type) for name in _RECORDED})
+)
+_INSERT_ATTEMPTS: Final = insert(_AT)
 
 
 @dataclass(frozen=True)
@@ -118,20 +145,7 @@ def begin_attempts_on(
         )
         results[i] = _begin_row(conn, row, now=request.now, generation=None, write=False)
     if moves:
-        stmt = (
-            update(_DT)
-            .where(
-                _DT.c.id == bindparam("b_id"),
-                _DT.c.status == bindparam("b_status"),
-                _DT.c.generation == bindparam("b_generation"),
-            )
-            .values(
-                status=_DELIVERING,
-                attempts=bindparam("b_attempts", type_=_DT.c.attempts.type),
-                next_attempt_at=None,
-                updated_at=bindparam("b_now", type_=_DT.c.updated_at.type),
-            )
-        )
+        stmt = _BEGIN_MANY
         moved = conn.execute(stmt, moves).rowcount
         if moved not in (-1, len(moves)):  # cannot happen under the locks taken above
             raise errors.InvalidState("webhook deliveries changed while starting")
@@ -162,11 +176,9 @@ def record_attempts_on(
         if _kind(request.outcome) not in OUTCOMES:
             raise ValueError(f"unknown outcome {request.outcome!r}")
     first, repeats = _split_repeats([r.delivery_id for r in requests])
-    read = select(_DT).where(_DT.c.id.in_(sorted({r.delivery_id for r in requests})))
-    read = read.order_by(_DT.c.id)
-    if conn.dialect.name == "postgresql":
-        read = read.with_for_update()
-    rows = {row.id: row for row in conn.execute(read)}
+    read = _RECORD_READ_LOCKED if conn.dialect.name == "postgresql" else _RECORD_READ
+    ids = sorted({r.delivery_id for r in requests})
+    rows = {row.id: row for row in conn.execute(read, {"ids": ids})}
     results: list[Delivery | Exception | None] = [None] * len(requests)
     changes: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
@@ -197,10 +209,8 @@ def record_attempts_on(
             health.append((row.endpoint_id, kind, request.now))
         results[i] = to_value(Delivery, row, **change | {"status": DeliveryStatus(status)})
     if changes:
-        names = ("status", "next_attempt_at", "last_status_code", "last_error", "updated_at")
-        values = {name: bindparam(f"r_{name}", type_=_DT.c[name].type) for name in names}
-        conn.execute(update(_DT).where(_DT.c.id == bindparam("r_id")).values(values), changes)
-        conn.execute(insert(_AT), attempts)
+        conn.execute(_RECORD_MANY, changes)
+        conn.execute(_INSERT_ATTEMPTS, attempts)
     for endpoint_id, kind, now in health:
         _record_health(conn, endpoint_id, kind, now)
     for i in repeats:

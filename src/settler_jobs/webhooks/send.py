@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs import errors
 from settler_jobs.domain import RetryPolicy
+from settler_jobs.guarded_http import GuardedHttp1
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
 from settler_jobs.webhooks.attempt import AttemptResult, Outcome, attempt, next_delay_s
@@ -92,7 +92,7 @@ async def send_delivery(
     sessions: Sessions,
     transactions: Transactions,
     box: SecretBox,
-    client: httpx.AsyncClient,
+    client: GuardedHttp1,
     policy: RetryPolicy,
     config: SendConfig,
     rng: random.Random,

@@ -34,6 +34,7 @@ MAX_SECRETS: Final = 5
 _WEBHOOK_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _B64_RE: Final = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _USER_AGENT_RE: Final = re.compile(r"^[\x20-\x7e]{1,256}$")
+_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def json_body(payload: Mapping[str, Any]) -> bytes:
@@ -41,7 +42,7 @@ def json_body(payload: Mapping[str, Any]) -> bytes:
 
     Nested values must be JSON types (dict, list, str, int, float, bool, None).
     """
-    text = json.dumps(dict(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _JSON.encode(dict(payload))
     return text.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError (a ValueError)
 
 

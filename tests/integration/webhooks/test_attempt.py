@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import httpx
 import pytest
 
 from settler_jobs.domain import RetryPolicy, parse_retry_after
-from settler_jobs.errors import SettlerError
+from settler_jobs.guarded_http import GuardedHttp1
+from settler_jobs.net_guard import GuardPolicy
 from settler_jobs.secrets_box import new_webhook_secret
 from settler_jobs.webhooks.attempt import (
     AttemptResult,
@@ -33,6 +33,7 @@ from tests.webhook_receiver import Route, WebhookReceiver, respond
 
 SECRET = new_webhook_secret()
 BODY = json_body({"type": "export.ready", "data": {"exportId": "exp_1", "note": "naïve ✓"}})
+LOCAL = GuardPolicy.from_strings(True, ["127.0.0.1/32"])
 HUGE_BYTES = 10 * 1024 * 1024
 TRICKLE_PAUSE_S = 0.2
 
@@ -97,9 +98,10 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as http:
-        yield http
+async def client() -> AsyncIterator[GuardedHttp1]:
+    http = GuardedHttp1(LOCAL)
+    yield http
+    await http.aclose()
 
 
 def _signed(*secrets: str) -> dict[str, str]:
@@ -112,12 +114,12 @@ def _signed(*secrets: str) -> dict[str, str]:
     )
 
 
-async def _post(client: httpx.AsyncClient, url: str, deadline_s: float = 5.0) -> AttemptResult:
+async def _post(client: GuardedHttp1, url: str, deadline_s: float = 5.0) -> AttemptResult:
     return await attempt(client, url=url, headers=_signed(), body=BODY, deadline_s=deadline_s)
 
 
 async def test_success_is_signed_verified_and_identified(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: GuardedHttp1
 ) -> None:
     headers = _signed(new_webhook_secret(), SECRET)  # mid-rotation: new secret first
     result = await attempt(
@@ -133,30 +135,26 @@ async def test_success_is_signed_verified_and_identified(
     assert seen.headers["webhook-id"] == "msg_test1"
 
 
-async def test_gone(receiver: WebhookReceiver, client: httpx.AsyncClient) -> None:
+async def test_gone(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/gone"))
     assert (result.outcome, result.status_code) == (Outcome.GONE, 410)
     assert result.response_excerpt == "endpoint removed"
 
 
-async def test_429_retry_after_seconds(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
-) -> None:
+async def test_429_retry_after_seconds(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/slow-down"))
     assert (result.outcome, result.status_code) == (Outcome.RETRY, 429)
     assert (result.error_class, result.retry_after_s) == ("http_4xx", 7.0)
 
 
-async def test_503_retry_after_http_date(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
-) -> None:
+async def test_503_retry_after_http_date(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/unavailable"))
     assert (result.outcome, result.error_class) == (Outcome.RETRY, "http_5xx")
     assert result.retry_after_s is not None and 115 <= result.retry_after_s <= 120
 
 
 async def test_5xx_retries_with_a_lossy_excerpt(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: GuardedHttp1
 ) -> None:
     result = await _post(client, receiver.url("/broken"))
     assert (result.outcome, result.error_class, result.status_code) == (
@@ -168,9 +166,7 @@ async def test_5xx_retries_with_a_lossy_excerpt(
     assert result.retry_after_s is None
 
 
-async def test_redirects_are_not_followed(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
-) -> None:
+async def test_redirects_are_not_followed(receiver: WebhookReceiver, client: GuardedHttp1) -> None:
     result = await _post(client, receiver.url("/redirect"))
     assert (result.outcome, result.error_class, result.status_code) == (
         Outcome.RETRY,
@@ -181,7 +177,7 @@ async def test_redirects_are_not_followed(
 
 
 async def test_a_trickling_receiver_hits_the_deadline(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: GuardedHttp1
 ) -> None:
     deadline_s = 1.0
     started = time.monotonic()
@@ -194,7 +190,7 @@ async def test_a_trickling_receiver_hits_the_deadline(
 
 
 async def test_a_huge_body_is_cut_to_the_excerpt(
-    receiver: WebhookReceiver, client: httpx.AsyncClient
+    receiver: WebhookReceiver, client: GuardedHttp1
 ) -> None:
     result = await _post(client, receiver.url("/huge"))
     assert (result.outcome, result.status_code) == (Outcome.SUCCEEDED, 200)
@@ -210,7 +206,7 @@ async def test_a_huge_body_is_cut_to_the_excerpt(
     assert small.response_excerpt == "x" * 10
 
 
-async def test_a_refused_connection_is_retried(client: httpx.AsyncClient) -> None:
+async def test_a_refused_connection_is_retried(client: GuardedHttp1) -> None:
     with socket.socket() as closed:  # bound but not listening: connections are refused
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -222,7 +218,7 @@ async def test_a_refused_connection_is_retried(client: httpx.AsyncClient) -> Non
     )
 
 
-async def test_a_tls_failure_is_classified(client: httpx.AsyncClient) -> None:
+async def test_a_tls_failure_is_classified(client: GuardedHttp1) -> None:
     async def plain_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
         with contextlib.suppress(ConnectionError):
@@ -236,33 +232,21 @@ async def test_a_tls_failure_is_classified(client: httpx.AsyncClient) -> None:
     assert (result.outcome, result.error_class) == (Outcome.RETRY, "tls")
 
 
-class PolicyRefusal(SettlerError):
-    """Stands in for the SSRF guard's error: a SettlerError with a `rule`."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-
-
-class RefusingTransport(httpx.AsyncBaseTransport):
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        raise PolicyRefusal("loopback", f"{request.url.host} is a loopback address")
-
-
 async def test_a_guard_refusal_fails_permanently(receiver: WebhookReceiver) -> None:
-    async with httpx.AsyncClient(transport=RefusingTransport(), trust_env=False) as guarded:
-        result = await _post(guarded, receiver.url("/ok"))
+    guarded = GuardedHttp1(GuardPolicy(allow_http=True))  # loopback not allow-listed
+    result = await _post(guarded, receiver.url("/ok"))
     assert (result.outcome, result.error_class) == (Outcome.FAILED_PERMANENT, "refused")
-    assert result.response_excerpt == "127.0.0.1 is a loopback address"
+    assert "127.0.0.1 is loopback" in result.response_excerpt
+    assert "(rule: loopback)" in result.response_excerpt
     assert receiver.seen == []
 
 
-async def test_an_unusable_url_fails_permanently(client: httpx.AsyncClient) -> None:
+async def test_an_unusable_url_fails_permanently(client: GuardedHttp1) -> None:
     result = await _post(client, "ftp://127.0.0.1/hook")
     assert (result.outcome, result.error_class) == (Outcome.FAILED_PERMANENT, "invalid_url")
 
 
-async def test_arguments_are_checked(client: httpx.AsyncClient) -> None:
+async def test_arguments_are_checked(client: GuardedHttp1) -> None:
     with pytest.raises(ValueError):
         await _post(client, "http://127.0.0.1:9/hook", deadline_s=0)
 

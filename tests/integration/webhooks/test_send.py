@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from settler_jobs.domain import RetryPolicy
-from settler_jobs.net_guard import GuardPolicy, guarded_client
+from settler_jobs.guarded_http import GuardedHttp1
+from settler_jobs.net_guard import GuardPolicy
 from settler_jobs.secrets_box import SecretBox
 from settler_jobs.storage.db import Transactions
 from settler_jobs.webhooks import endpoints as we
@@ -59,15 +59,16 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with guarded_client(POLICY, timeout=httpx.Timeout(5.0), resolver=fake_dns) as http:
-        yield http
+async def client() -> AsyncIterator[GuardedHttp1]:
+    http = GuardedHttp1(POLICY, resolver=fake_dns)
+    yield http
+    await http.aclose()
 
 
 @dataclass
 class Setup:
     sessions: Sessions
-    client: httpx.AsyncClient
+    client: GuardedHttp1
     receiver: WebhookReceiver
     clock: Clock
     endpoint: Endpoint
@@ -107,7 +108,7 @@ class Setup:
 
 @pytest.fixture
 async def setup(
-    db_session_factory: Sessions, client: httpx.AsyncClient, receiver: WebhookReceiver
+    db_session_factory: Sessions, client: GuardedHttp1, receiver: WebhookReceiver
 ) -> AsyncIterator[Setup]:
     clock = Clock()
     async with db_session_factory() as session, session.begin():
@@ -263,9 +264,8 @@ async def test_a_refused_address_fails_at_once(setup: Setup) -> None:
     async def rebound_dns(host: str, port: int) -> Sequence[str]:
         return ["10.0.0.1"]  # the name now points inside the network: the guard refuses
 
-    async with guarded_client(POLICY, timeout=httpx.Timeout(5.0), resolver=rebound_dns) as http:
-        setup.client = http
-        result = await setup.send()
+    setup.client = GuardedHttp1(POLICY, resolver=rebound_dns)
+    result = await setup.send()
 
     assert (result.outcome, result.status_code, result.final) == ("failed", None, True)
     assert setup.receiver.seen == []

@@ -35,6 +35,7 @@ from settler_jobs.queue import ActiveJob, LaneWorker
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
+from settler_jobs.storage.migrate import upgrade_async
 from settler_jobs.worker.runtime import WorkerRuntime
 from workload import KIND
 
@@ -95,6 +96,9 @@ async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.TemporaryDirectory(prefix="settler-bench-")
     cfg = settings(args.redis_url, args.prefix, Path(tmp.name), keep_completed_count=args.keep)
     if args.mode == "ours":
+        # Migrated as a deployment's database is, so the background loops (alerts probe,
+        # schedules) do their real work rather than fail on missing tables every cycle.
+        await upgrade_async(cfg.effective_database_url)
         kind = JobKind(KIND, recorder.handler, concurrency=args.concurrency)
         engine = create_engine(cfg.effective_database_url)
         runtime = WorkerRuntime(cfg, Registry([kind]), args.redis_url, session_factory(engine))

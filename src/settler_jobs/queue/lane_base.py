@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from settler_jobs.queue.cluster_route import slot_locator
 from settler_jobs.queue.fair import PatchedScript, patch_pop
+from settler_jobs.queue.lane_jobs import CompletionArgs
 from settler_jobs.queue.pipe import Address, Arg, PipelinedConnection
 from settler_jobs.redis_cluster import is_cluster
 
@@ -123,6 +124,7 @@ class LaneBase:
             self._backend,
             {"prefix": prefix, "lockDuration": options.lock_duration_ms, "limiter": None},
         )
+        self._completion_args = CompletionArgs(scripts, self._view.opts)
         self._locks = LockManager(
             self._view, options.lock_duration_ms // 2, options.lock_duration_ms, self.id
         )

@@ -161,7 +161,7 @@ class LaneLoop(LaneFetcher):
         keep = job.opts.get("removeOnComplete", False)
         fetch = self._fetching()
         try:
-            keys, args = self._scripts.moveToCompletedArgs(job, result, keep, token, fetch)
+            keys, args = self._completion_args(job, result, keep, token, fetch)
         except (TypeError, ValueError) as exc:  # a result JSON cannot hold
             await self._fail(job, token, exc)
             return None

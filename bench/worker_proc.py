@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import bullmq
+from sqlalchemy.orm import configure_mappers
 
 from common import settings
 from settler_jobs.cli.serve import run
@@ -99,6 +100,7 @@ async def main(args: argparse.Namespace) -> None:
         # Migrated as a deployment's database is, so the background loops (alerts probe,
         # schedules) do their real work rather than fail on missing tables every cycle.
         await upgrade_async(cfg.effective_database_url)
+        configure_mappers()  # once per process, at its first query otherwise: start-up work
         kind = JobKind(KIND, recorder.handler, concurrency=args.concurrency)
         engine = create_engine(cfg.effective_database_url)
         runtime = WorkerRuntime(cfg, Registry([kind]), args.redis_url, session_factory(engine))

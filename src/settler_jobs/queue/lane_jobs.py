@@ -93,7 +93,7 @@ class CompletionArgs:
     def __init__(self, scripts: Any, queue_opts: dict[str, Any]) -> None:
         self._scripts = scripts
         keys = scripts.keys
-        self._head = [keys[k] for k in _FINISH_KEYS]
+        self.head_keys = tuple(keys[k] for k in _FINISH_KEYS)  # the same for every job
         self._base = keys[""]
         self._metrics = scripts.toKey("metrics:completed")
         self._marker = keys["marker"]
@@ -112,7 +112,7 @@ class CompletionArgs:
         value = (
             "null" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
         )
-        keys = [*self._head, self._base + job.id, self._metrics, self._marker]
+        keys = [*self.head_keys, self._base + job.id, self._metrics, self._marker]
         packed = self._pack(job, keep, token)
         args = [job.id, round(time.time() * 1000), "returnvalue", value, "completed"]
         args += ["1" if fetch else "", self._base, packed]

@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError, RedisError
 from settler_jobs.queue.fair import lua
 from settler_jobs.queue.lane_base import _RETRY_S, LaneOptions, _now_ms, _PipeScript
 from settler_jobs.queue.lane_fetch import LaneFetcher
-from settler_jobs.queue.pipe import Arg
+from settler_jobs.queue.pipe import Arg, Head
 
 __all__ = ["FINISHED_ELSEWHERE", "LaneLoop", "LaneOptions"]
 
@@ -165,7 +165,9 @@ class LaneLoop(LaneFetcher):
         except (TypeError, ValueError) as exc:  # a result JSON cannot hold
             await self._fail(job, token, exc)
             return None
-        reply = await self._finish(self._finish_script, job, keys, args, fetch_next_at=5)
+        # Its keys start with the lane's 11 fixed finish keys (bullmq's builder's too),
+        # packed once in `_finish_head`.
+        reply = await self._finish(self._finish_script, job, keys, args, 5, self._finish_head)
         if isinstance(reply, int) and reply < 0:
             error = self._scripts.finishedErrors({"code": reply, "jobId": job.id})
             await self._fail(job, token, error)
@@ -236,6 +238,7 @@ class LaneLoop(LaneFetcher):
         keys: list[Arg],
         args: list[Arg],
         fetch_next_at: int = -1,
+        head: Head | None = None,
     ) -> Any:
         """Run a finishing script; resend after a dropped connection (without fetch-next).
 
@@ -244,7 +247,7 @@ class LaneLoop(LaneFetcher):
         attempt = 0
         while True:
             try:
-                reply = await script(keys, args)
+                reply = await script(keys, args, head=head)
                 break
             except (ConnectionError, OSError) as exc:
                 # Unknown whether it ran: resend. A repeat answers "finished elsewhere";

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from settler_jobs.queue.lane_base import _QueueView
 from settler_jobs.queue.lane_jobs import CompletionArgs, job_from_raw
+from settler_jobs.queue.pipe import Head, _pack, _pack_after
 
 OPTS = {
     "removeOnComplete": {"age": 86400, "count": 10},
@@ -112,6 +113,15 @@ def test_completion_args_match_bullmq(
                 theirs = scripts.moveToCompletedArgs(job, result, keep, token, fetch)
                 assert ours == theirs
                 assert msgpack.unpackb(ours[1][7])["token"] == token
+                assert tuple(ours[0][:11]) == build.head_keys  # what the lane packs once
+
+
+def test_a_packed_head_sends_the_same_bytes_as_the_whole_command(view: _QueueView) -> None:
+    build = CompletionArgs(view.backend.scripts, view.opts)
+    keys, args = build(job_of(view), {"r": "ü"}, True, "w:1", True)
+    head = Head.of("EVALSHA", "f" * 40, len(keys), *build.head_keys)
+    whole = _pack(("EVALSHA", "f" * 40, len(keys), *keys, *args))
+    assert _pack_after(head, (*keys[11:], *args)) == whole
 
 
 def test_completion_args_fail_like_bullmq_on_a_result_json_cannot_hold(view: _QueueView) -> None:

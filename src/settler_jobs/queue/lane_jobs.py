@@ -83,6 +83,17 @@ def job_from_raw(queue: Any, raw: dict[str, Any], job_id: str) -> Any:
     return job
 
 
+def next_job_data(raw: Any) -> list[Any]:
+    """bullmq's `raw2NextJobData` (a fetch-next reply), the hash pairs zipped in C."""
+    if not raw:
+        return [None, None, None, None]
+    pairs = raw[0]
+    data = dict(zip(pairs[::2], pairs[1::2], strict=True)) if pairs else None
+    if len(raw) == 2:
+        return [data, raw[1], None, None]
+    return [data, raw[1], raw[2], raw[3]]
+
+
 class CompletionArgs:
     """`Scripts.moveToCompletedArgs` for one lane, with its keys and packed options reused.
 

@@ -33,12 +33,12 @@ from typing import Any, Final
 from bullmq import UnrecoverableError
 from bullmq.backoffs import Backoffs
 from bullmq.custom_errors import DelayedError, WaitingChildrenError
-from bullmq.scripts import raw2NextJobData
 from redis.exceptions import ConnectionError, RedisError
 
 from settler_jobs.queue.fair import lua
 from settler_jobs.queue.lane_base import _RETRY_S, LaneOptions, _now_ms, _PipeScript
 from settler_jobs.queue.lane_fetch import LaneFetcher
+from settler_jobs.queue.lane_jobs import next_job_data
 from settler_jobs.queue.pipe import Arg, Head
 
 __all__ = ["FINISHED_ELSEWHERE", "LaneLoop", "LaneOptions"]
@@ -179,7 +179,7 @@ class LaneLoop(LaneFetcher):
             if orphan is not None:
                 return orphan
         if reply:
-            return await self._next(raw2NextJobData(reply), token)
+            return await self._next(next_job_data(reply), token)
         if fetch and reply == 0:
             self._drained = True
         return None

@@ -12,10 +12,11 @@ import pytest
 from bullmq import Job
 from bullmq.backends.redis_backend import RedisBackend
 from bullmq.redis_connection import RedisConnection
+from bullmq.scripts import raw2NextJobData
 from redis.asyncio import Redis
 
 from settler_jobs.queue.lane_base import _QueueView
-from settler_jobs.queue.lane_jobs import CompletionArgs, job_from_raw
+from settler_jobs.queue.lane_jobs import CompletionArgs, job_from_raw, next_job_data
 from settler_jobs.queue.pipe import Head, _pack, _pack_after
 
 OPTS = {
@@ -130,3 +131,19 @@ def test_completion_args_fail_like_bullmq_on_a_result_json_cannot_hold(view: _Qu
         build(job_of(view), float("nan"), True, "w:1", True)
     with pytest.raises(TypeError):
         build(job_of(view), object(), True, "w:1", True)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [["name", "a", "data", "{}", "opts", "{}"], "7", 0, 0],
+        [[], "7", 5, 0],
+        [None, None, 0, 1796598217664],
+        [["name", "a"], "7"],
+        [],
+        None,
+        0,
+    ],
+)
+def test_next_job_data_reads_a_fetch_next_reply_as_bullmq_does(reply: Any) -> None:
+    assert next_job_data(reply) == raw2NextJobData(reply)

@@ -20,7 +20,8 @@ through before the connection dropped): it is logged, never failed. When a dropp
 connection loses a reply that may have carried the slot's next job, the slot looks for
 a job locked with its token and runs it (`_adopt`), rather than leave it to stall.
 
-The loop's wiring and shared state are in lane_base.py, its fetching in lane_fetch.py.
+The loop's wiring and shared state are in lane_base.py, its fetching in lane_fetch.py,
+its per-job bullmq plumbing (job build, finish arguments) in lane_jobs.py.
 """
 
 from __future__ import annotations

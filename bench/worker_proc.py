@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import bullmq
+from sqlalchemy.orm import configure_mappers
 
 from common import settings
 from settler_jobs.cli.serve import run
@@ -35,6 +36,7 @@ from settler_jobs.queue import ActiveJob, LaneWorker
 from settler_jobs.records import JobRecord
 from settler_jobs.redis_server import redis_client
 from settler_jobs.storage.db import create_engine, session_factory
+from settler_jobs.storage.migrate import upgrade_async
 from settler_jobs.worker.runtime import WorkerRuntime
 from workload import KIND
 
@@ -95,6 +97,10 @@ async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.TemporaryDirectory(prefix="settler-bench-")
     cfg = settings(args.redis_url, args.prefix, Path(tmp.name), keep_completed_count=args.keep)
     if args.mode == "ours":
+        # Migrated as a deployment's database is, so the background loops (alerts probe,
+        # schedules) do their real work rather than fail on missing tables every cycle.
+        await upgrade_async(cfg.effective_database_url)
+        configure_mappers()  # once per process, at its first query otherwise: start-up work
         kind = JobKind(KIND, recorder.handler, concurrency=args.concurrency)
         engine = create_engine(cfg.effective_database_url)
         runtime = WorkerRuntime(cfg, Registry([kind]), args.redis_url, session_factory(engine))

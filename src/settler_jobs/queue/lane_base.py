@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 
 from settler_jobs.queue.cluster_route import slot_locator
 from settler_jobs.queue.fair import PatchedScript, patch_pop
-from settler_jobs.queue.pipe import Address, Arg, PipelinedConnection
+from settler_jobs.queue.lane_jobs import CompletionArgs
+from settler_jobs.queue.pipe import Address, Arg, Head, PipelinedConnection
 from settler_jobs.redis_cluster import is_cluster
 
 # The whole lane loop logs as its main module, lane_loop.py.
@@ -60,9 +61,13 @@ class _PipeScript:
         self.script: str = script.script
 
     def __call__(
-        self, keys: list[Arg] | None = None, args: list[Arg] | None = None, client: Any = None
+        self,
+        keys: list[Arg] | None = None,
+        args: list[Arg] | None = None,
+        client: Any = None,
+        head: Head | None = None,
     ) -> Awaitable[Any]:
-        return self._pipe.evalsha(self.sha, self.script, keys or [], args or [])
+        return self._pipe.evalsha(self.sha, self.script, keys or [], args or [], head)
 
 
 class _QueueView:
@@ -123,6 +128,9 @@ class LaneBase:
             self._backend,
             {"prefix": prefix, "lockDuration": options.lock_duration_ms, "limiter": None},
         )
+        self._completion_args = CompletionArgs(scripts, self._view.opts)
+        finish_keys = self._completion_args.head_keys
+        self._finish_head = Head.of("EVALSHA", self._finish_script.sha, 14, *finish_keys)
         self._locks = LockManager(
             self._view, options.lock_duration_ms // 2, options.lock_duration_ms, self.id
         )

@@ -8,11 +8,11 @@ import asyncio
 import logging
 from typing import Any, Final
 
-from bullmq import Job
 from bullmq.scripts import array2obj
 from redis.exceptions import ConnectionError, RedisError
 
 from settler_jobs.queue.lane_base import _RETRY_S, LaneBase, _now_ms
+from settler_jobs.queue.lane_jobs import job_from_raw
 
 # The whole lane loop logs as its main module, lane_loop.py.
 log = logging.getLogger("settler_jobs.queue.lane_loop")
@@ -95,7 +95,7 @@ class LaneFetcher(LaneBase):
                 self._block_until = max(int(delay_until), 0)
             return None
         self._drained = False
-        job = Job.fromJSON(self._view, job_data, job_id)
+        job = job_from_raw(self._view, job_data, job_id)
         job.token = token
         if job.repeatJobKey:
             await self._next_iteration(job)

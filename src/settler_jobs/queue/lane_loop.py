@@ -20,7 +20,8 @@ through before the connection dropped): it is logged, never failed. When a dropp
 connection loses a reply that may have carried the slot's next job, the slot looks for
 a job locked with its token and runs it (`_adopt`), rather than leave it to stall.
 
-The loop's wiring and shared state are in lane_base.py, its fetching in lane_fetch.py.
+The loop's wiring and shared state are in lane_base.py, its fetching in lane_fetch.py,
+its per-job bullmq plumbing (job build, finish arguments) in lane_jobs.py.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from typing import Any, Final
 from bullmq import UnrecoverableError
 from bullmq.backoffs import Backoffs
 from bullmq.custom_errors import DelayedError, WaitingChildrenError
-from bullmq.scripts import raw2NextJobData
 from redis.exceptions import ConnectionError, RedisError
 
 from settler_jobs.queue.fair import lua
 from settler_jobs.queue.lane_base import _RETRY_S, LaneOptions, _now_ms, _PipeScript
 from settler_jobs.queue.lane_fetch import LaneFetcher
-from settler_jobs.queue.pipe import Arg
+from settler_jobs.queue.lane_jobs import next_job_data
+from settler_jobs.queue.pipe import Arg, Head
 
 __all__ = ["FINISHED_ELSEWHERE", "LaneLoop", "LaneOptions"]
 
@@ -161,11 +162,13 @@ class LaneLoop(LaneFetcher):
         keep = job.opts.get("removeOnComplete", False)
         fetch = self._fetching()
         try:
-            keys, args = self._scripts.moveToCompletedArgs(job, result, keep, token, fetch)
+            keys, args = self._completion_args(job, result, keep, token, fetch)
         except (TypeError, ValueError) as exc:  # a result JSON cannot hold
             await self._fail(job, token, exc)
             return None
-        reply = await self._finish(self._finish_script, job, keys, args, fetch_next_at=5)
+        # Its keys start with the lane's 11 fixed finish keys (bullmq's builder's too),
+        # packed once in `_finish_head`.
+        reply = await self._finish(self._finish_script, job, keys, args, 5, self._finish_head)
         if isinstance(reply, int) and reply < 0:
             error = self._scripts.finishedErrors({"code": reply, "jobId": job.id})
             await self._fail(job, token, error)
@@ -177,7 +180,7 @@ class LaneLoop(LaneFetcher):
             if orphan is not None:
                 return orphan
         if reply:
-            return await self._next(raw2NextJobData(reply), token)
+            return await self._next(next_job_data(reply), token)
         if fetch and reply == 0:
             self._drained = True
         return None
@@ -236,6 +239,7 @@ class LaneLoop(LaneFetcher):
         keys: list[Arg],
         args: list[Arg],
         fetch_next_at: int = -1,
+        head: Head | None = None,
     ) -> Any:
         """Run a finishing script; resend after a dropped connection (without fetch-next).
 
@@ -244,7 +248,7 @@ class LaneLoop(LaneFetcher):
         attempt = 0
         while True:
             try:
-                reply = await script(keys, args)
+                reply = await script(keys, args, head=head)
                 break
             except (ConnectionError, OSError) as exc:
                 # Unknown whether it ran: resend. A repeat answers "finished elsewhere";

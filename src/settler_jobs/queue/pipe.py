@@ -119,6 +119,25 @@ def _pack(args: Sequence[Arg]) -> bytes:
     return packed
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The first arguments of a command sent many times, packed once (`evalsha(head=)`)."""
+
+    args: tuple[Arg, ...]
+    packed: bytes  # their RESP encoding without the array header
+
+    @classmethod
+    def of(cls, *args: Arg) -> Head:
+        packed = _pack(args)
+        return cls(args, packed[packed.index(b"\r\n") + 2 :])
+
+
+def _pack_after(head: Head, rest: Sequence[Arg]) -> bytes:
+    packed = _pack(rest)
+    body = packed[packed.index(b"\r\n") + 2 :]
+    return b"*%d\r\n%b%b" % (len(head.args) + len(rest), head.packed, body)
+
+
 # Replies saying the command was not run and may be sent again (after a reconnect).
 _NOT_RUN: Final = frozenset(
     {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN"}
@@ -166,14 +185,32 @@ class PipelinedConnection:
             await self._connect()
         return await self._send(_pack(args))
 
-    async def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        """Run a Lua script by SHA, loading it first if the server does not know it."""
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
+    async def evalsha(
+        self,
+        sha: str,
+        script: str,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        head: Head | None = None,
+    ) -> Any:
+        """Run a Lua script by SHA, loading it first if the server does not know it.
+
+        `head`, if given, is `Head.of("EVALSHA", sha, len(keys), *keys[:n])`: those
+        arguments are not packed again.
+        """
+        if head is None:
+            packed = _pack(("EVALSHA", sha, len(keys), *keys, *args))
+        else:
+            packed = _pack_after(head, (*keys[len(head.args) - 3 :], *args))
         try:
-            return await self.execute(*command)
+            if not self.connected:
+                await self._connect()
+            return await self._send(packed)  # not via execute: one frame less per job
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
-            return await self.execute(*command)
+            if not self.connected:
+                await self._connect()
+            return await self._send(packed)
 
     async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Run `commands` in one MULTI/EXEC, written back to back; EXEC's replies.

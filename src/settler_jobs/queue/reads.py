@@ -15,6 +15,7 @@ from settler_jobs import envelope
 from settler_jobs.domain import JobState
 from settler_jobs.errors import InvalidJob
 from settler_jobs.queue.base import _BULK_CHUNK, _FIRST_FAILED, QueueBase, _record
+from settler_jobs.queue.fair import lua
 from settler_jobs.records import BacklogScan, JobRecord, QueueCounts, TenantBacklog
 from settler_jobs.redis_server import redis_errors
 
@@ -49,6 +50,8 @@ _BACKLOG_SETS: Final = (
 
 class Reader(QueueBase):
     """Reading jobs and lanes: one job, lists and pages, counts and finish rates, backlogs."""
+
+    _oldest_script: Any = None  # lua/oldest.lua, registered on first use
 
     async def get(self, job_id: str, *, tenant_id: str | None = None) -> JobRecord:
         """One job; NotFound if missing or owned by another tenant than `tenant_id`."""
@@ -255,28 +258,14 @@ class Reader(QueueBase):
     async def _oldest_waiting(self, queue: str) -> int | None:
         # Each flow is FIFO and a waiting flow's head is tagged within one step of the
         # lane's clock, so the oldest job is among the jobs of the first 201 levels (up
-        # to _HEAD_SCAN of them), the plain wait list's tail or a parked tenant's head.
-        prio = self._key(queue, "prioritized")
-        head = await self._client.zrange(prio, 0, 0, withscores=True)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.lindex(self._key(queue, "wait"), -1)
-        if head:
-            low = int(head[0][1])
-            pipe.zrangebyscore(prio, low, low + _HEAD_WINDOW, 0, _HEAD_SCAN)
-        parked = await self._client.zrange(self._key(queue, "sf:parked"), 0, -1)
-        for tenant in parked:
-            pipe.zrange(self._key(queue, f"sf:park:{tenant!s}"), 0, 0)
-        replies = await pipe.execute()
-        ids = [replies[0]] if replies[0] else []
-        for reply in replies[1:]:
-            ids.extend(reply)
-        if not ids:
-            return None
-        pipe = self._client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hget(self._key(queue, job_id), "timestamp")
-        stamps = [int(s) for s in await pipe.execute() if s]
-        return min(stamps) if stamps else None
+        # to _HEAD_SCAN of them), the plain wait list's tail or a parked tenant's head:
+        # one script reads their creation times (lua/oldest.lua), not a reply per job.
+        if self._oldest_script is None:
+            self._oldest_script = self._client.register_script(lua("oldest"))
+        keys = [self._key(queue, k) for k in ("prioritized", "wait", "sf:parked")]
+        args = [self._key(queue, ""), _HEAD_WINDOW, _HEAD_SCAN]
+        oldest = await self._oldest_script(keys=keys, args=args)
+        return int(oldest) if oldest else None
 
     async def _parked(self, queue: str) -> int:
         """Waiting jobs parked by tenant caps (outside BullMQ's own sets)."""

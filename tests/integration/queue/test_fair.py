@@ -269,3 +269,26 @@ async def test_a_worker_without_caps_puts_parked_jobs_back(settings: Settings) -
         await eventually(lambda: _now(len(seen)), lambda n: n == 1)
         assert seen == ["parked"] and job_id == done.job.id
         assert await client.exists(base + "sf:parked", base + "sf:park:a") == 0
+
+
+async def test_a_tenant_at_its_cap_by_jobs_finished_elsewhere_is_recounted(
+    settings: Settings,
+) -> None:
+    # Jobs that left active without our finish (Node workers, stalls) stay in the
+    # tenant's running set until a pop finds it full: then only the ones whose lock
+    # is gone are dropped.
+    capped = settings.model_copy(update={"tenant_concurrency_caps": {"free": 2}})
+    seen: list[str] = []
+    async with system(capped, Registry([_kind(seen)]), start=False) as sys_:
+        base = f"{capped.queue_prefix}:{KIND}:"
+        client = sys_.queue.client
+        await client.sadd(base + "sf:act:a", "live", "gone")
+        await client.set(base + "live:lock", "someone", px=60_000)
+        await sys_.queue.submit(_sub("a", "a0", T.FREE))
+        await sys_.queue.submit(_sub("b", "b0", T.FREE, P.LOW))  # other work waits
+        await sys_.runtime.start()
+        await eventually(lambda: _now(len(seen)), lambda n: n == 2)
+        assert seen == ["a0", "b0"]  # a0 ran first: not parked behind b0
+        assert await client.hget(base + "sf:hits", "t:a") is None  # no cap hit
+        members = {str(m) for m in await client.smembers(base + "sf:act:a")}
+        assert "live" in members and "gone" not in members

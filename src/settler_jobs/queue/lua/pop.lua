@@ -11,11 +11,23 @@ local function settlerRoom(base, tenant, cap)
   local key = base .. "sf:act:" .. tenant
   local n = rcall("SCARD", key)
   if n < cap then return true end
-  -- Lazily forget finished jobs: a running job holds its lock.
-  for _, id in ipairs(rcall("SMEMBERS", key)) do
-    if rcall("EXISTS", base .. id .. ":lock") == 0 then
-      rcall("SREM", key, id)
-      n = n - 1
+  -- Lazily forget finished jobs: a running job holds its lock. One MGET and one SREM
+  -- per 1,000 members rather than an EXISTS and an SREM per member.
+  local ids = rcall("SMEMBERS", key)
+  for start = 1, #ids, 1000 do
+    local chunk, lockKeys = {}, {}
+    for i = start, math.min(start + 999, #ids) do
+      chunk[#chunk + 1] = ids[i]
+      lockKeys[#lockKeys + 1] = base .. ids[i] .. ":lock"
+    end
+    local locks = rcall("MGET", unpack(lockKeys))
+    local gone = {}
+    for i, id in ipairs(chunk) do
+      if not locks[i] then gone[#gone + 1] = id end
+    end
+    if #gone > 0 then
+      rcall("SREM", key, unpack(gone))
+      n = n - #gone
     end
   end
   return n < cap

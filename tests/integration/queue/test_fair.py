@@ -281,7 +281,7 @@ async def test_a_tenant_at_its_cap_by_jobs_finished_elsewhere_is_recounted(
     seen: list[str] = []
     async with system(capped, Registry([_kind(seen)]), start=False) as sys_:
         base = f"{capped.queue_prefix}:{KIND}:"
-        client = sys_.queue.client
+        client = sys_.redis_queue.client
         await client.sadd(base + "sf:act:a", "live", "gone")
         await client.set(base + "live:lock", "someone", px=60_000)
         await sys_.queue.submit(_sub("a", "a0", T.FREE))

@@ -1,6 +1,7 @@
 """BullMQ for Node on its PostgreSQL backend and our PostgreSQL queue share the tables:
 a Node producer's jobs are read by our queue (tenant scoping included), and a Node worker
-runs jobs we submitted, leaving results we read back.
+runs jobs we submitted, leaving results we read back, and our PostgreSQL worker runs a
+Node producer's job.
 
 The Node side lives in `node_pg/` (BullMQ 6 with its PostgreSQL backend, pinned). Our
 side migrates the schema; Node runs with `migrate: false` on it. Without `node`/`npm`
@@ -29,7 +30,9 @@ from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.queue.pg import PgJobQueue
 from settler_jobs.queue.pg.open import preflight, queue_pool
 from settler_jobs.records import Submission
+from tests.helpers import eventually
 from tests.integration.conftest import postgres_database  # noqa: F401 - module fixture
+from tests.integration.queue_pg.conftest import pg_system
 
 NODE_DIR = Path(__file__).resolve().parent / "node_pg"
 NPM_INSTALL_TIMEOUT_S = 100.0
@@ -184,3 +187,29 @@ async def test_our_jobs_are_run_by_a_node_worker(
         assert done.state is JobState.COMPLETED
         assert done.result == {"consumedBy": "node", "id": sub.job.id}
         assert done.attempts_made == 1
+
+
+async def test_node_jobs_are_run_by_our_postgres_worker(
+    node_pg_dir: Path, pg_settings: Settings, pg_queue: PgJobQueue
+) -> None:
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def handle(payload: dict[str, Any], ctx: JobContext) -> dict[str, str]:
+        seen.append((ctx.tenant_id, ctx.tier.value, payload))
+        return {"ranBy": "settler", "tenant": ctx.tenant_id}
+
+    [job_id] = await _node(
+        node_pg_dir,
+        "produce.mjs",
+        pg_settings.queue_dsn,
+        pg_settings.queue_schema,
+        json.dumps([{"queue": "alpha", "data": SEED_DATA, "opts": {"attempts": 2}}]),
+    )
+    async with pg_system(pg_settings, Registry([JobKind("alpha", handle)])) as system:
+        done = await eventually(
+            lambda: system.queue.get(str(job_id), tenant_id="acme"),
+            lambda r: r.state is JobState.COMPLETED,
+        )
+    assert seen == [("acme", "growth", {"adapterConfig": {"bank": {"format": "camt053"}}})]
+    assert done.result == {"ranBy": "settler", "tenant": "acme"}
+    assert done.attempts_made == 1

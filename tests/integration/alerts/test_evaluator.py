@@ -1,4 +1,4 @@
-"""The built-in evaluator end to end: a real worker, Redis, SQLite, a loopback webhook
+"""The built-in evaluator end to end: a real worker, queue and database, a loopback webhook
 receiver and the email outbox. One alert episode is told once on firing and once on
 resolving; repeats wait for `alert_repeat_s`; a failed webhook is retried with its id.
 """
@@ -26,7 +26,6 @@ from settler_jobs.errors import PermanentFailure
 from settler_jobs.kinds import JobKind, Registry
 from settler_jobs.records import Submission
 from settler_jobs.registry import default_registry
-from settler_jobs.shared_state import RedisState
 from tests.harness import System, system
 from tests.helpers import eventually
 from tests.webhook_receiver import Reply, WebhookReceiver
@@ -79,7 +78,7 @@ async def _dead_letter(s: System) -> dlq.DlqEntry:
 
 
 async def _alerts(s: System) -> list[ActiveAlert]:
-    return await active_alerts(RedisState(s.redis_queue.client), s.settings)
+    return await active_alerts(s.shared_state(), s.settings)
 
 
 def _subjects(outbox: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """Webhooks end to end in one process: `Webhooks.publish` -> outbox -> queue -> the worker
 runtime's webhook-delivery lane -> a real loopback receiver that verifies every signature
-with `standardwebhooks`. Redis and SQLite are real; so is the SSRF-guarded HTTP client.
+with `standardwebhooks`. The queue and database are real; so is the SSRF-guarded HTTP client.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from settler_jobs.domain import JobState, Tier
 from settler_jobs.emails.outbox import list_outbox, read_outbox
 from settler_jobs.errors import NotFound, QueueUnavailable
 from settler_jobs.net_guard import GuardPolicy, Refused, outbound_policy
+from settler_jobs.queue.pg import PgJobQueue
+from settler_jobs.queue.pg.pool import quote_ident
 from settler_jobs.records import JobRecord, Submission, Submitted
 from settler_jobs.registry import default_registry
 from settler_jobs.tenants.directory import TenantDirectory
@@ -32,6 +34,7 @@ from settler_jobs.webhooks.service import Webhooks
 from settler_jobs.webhooks.values import Delivery, DeliveryStatus
 from tests.harness import System, system
 from tests.helpers import eventually
+from tests.integration.queue.pg.sql import sql
 from tests.webhook_receiver import Reply, WebhookReceiver
 
 TENANT = "acme"
@@ -313,7 +316,7 @@ async def test_sweep_requeues_a_lost_job_exactly_once(hook_settings: Settings) -
         (delivery,) = (await flow.hooks.publish(TENANT, "invoice.paid", {"n": 1})).deliveries
         job_id = webhook_outbox.queue_job_id(delivery)
         assert (await flow.system.queue.get(job_id)).state is JobState.WAITING
-        await _delete_job(hook_settings, job_id)  # the job is lost (Redis lost data)
+        await _lose_job(flow.system, job_id)
         later = datetime.now(UTC) + timedelta(minutes=2)
         sweeps = [
             webhook_outbox.sweep(
@@ -345,7 +348,13 @@ async def test_sweep_requeues_a_lost_job_exactly_once(hook_settings: Settings) -
         assert flow.receiver.ids() == [delivery.id]
 
 
-async def _delete_job(settings: Settings, job_id: str) -> None:
+async def _lose_job(s: System, job_id: str) -> None:
+    """The job vanishes from the queue's storage, as when Redis loses data."""
+    if isinstance(s.queue, PgJobQueue):
+        queue = (await s.queue.get(job_id)).queue
+        await sql(s.queue, "DELETE FROM job WHERE queue = %s AND id = %s", (queue, job_id))
+        return
+    settings = s.settings
     assert settings.redis_url is not None
     client = redis.asyncio.Redis.from_url(settings.redis_url)
     try:
@@ -389,10 +398,28 @@ async def test_the_secret_never_reaches_logs_jobs_or_errors(
             "jobId",
             "priorityClass",
         }
-        assert await _redis_holds(hook_settings, secret) is False
+        assert await _queue_holds(flow.system, delivery.id) is True  # the probe sees jobs
+        assert await _queue_holds(flow.system, secret) is False
 
 
-async def _redis_holds(settings: Settings, needle: str) -> bool:
+async def _queue_holds(s: System, needle: str) -> bool:
+    """Whether any queue storage holds `needle`: a Redis hash, or a row in the PostgreSQL
+    queue schema."""
+    if isinstance(s.queue, PgJobQueue):
+        tables = await sql(
+            s.queue,
+            "SELECT table_name AS t FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (s.queue.schema,),
+        )
+        assert any(row["t"] == "job" for row in tables)
+        for row in tables:
+            table = quote_ident(row["t"])
+            query = f"SELECT 1 FROM {table} r WHERE strpos(r::text, %s) > 0 LIMIT 1"
+            if await sql(s.queue, query, (needle,)):
+                return True
+        return False
+    settings = s.settings
     assert settings.redis_url is not None
     client = redis.asyncio.Redis.from_url(settings.redis_url)
     try:

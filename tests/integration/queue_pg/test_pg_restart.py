@@ -54,16 +54,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
 async def test_workers_and_producer_ride_out_a_postgres_crash(
     private_pg: PrivatePostgres, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        database_url=private_pg.url,
-        queue_backend="postgres",
-        queue_schema="q_restart",
-        data_dir=tmp_path / "data",
-        metrics_port=0,
-        redis_connect_timeout_s=2.0,
-        tenant_concurrency_caps={},
-        tenant_backlog_quotas={},
-    )
+    settings = _settings(private_pg, tmp_path)
     runs: Counter[str] = Counter()
     gate = asyncio.Event()
 
@@ -99,6 +90,47 @@ async def test_workers_and_producer_ride_out_a_postgres_crash(
             assert record.result == n
         assert set(runs) == set(before + after), private_pg.log()[-2000:]
         assert max(runs.values()) == 1, {k: n for k, n in runs.items() if n > 1}
+
+
+async def test_a_crash_amid_a_stream_of_jobs_neither_loses_nor_repeats_one(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    runs: Counter[str] = Counter()
+
+    async def handler(payload: dict[str, Any], ctx: JobContext) -> None:
+        runs[ctx.job_id] += 1
+
+    registry = Registry([JobKind(KIND, handler, concurrency=SLOTS)])
+    total = 400
+    async with system(_settings(private_pg, tmp_path), registry) as sys_:
+        subs = [Submission(KIND, {"n": n}, f"t{n % 3}", Tier.FREE) for n in range(total)]
+        ids = [s.job.id for s in await sys_.queue.submit_bulk(subs)]
+        # Claims and completions are in flight when the server goes.
+        await eventually(_value(lambda: len(runs)), lambda n: n >= 40, interval_s=0.005)
+        private_pg.stop("immediate")
+        assert len(runs) < total
+        private_pg.start()
+
+        async def completed() -> int:
+            [counts] = [c for c in await sys_.queue.counts() if c.queue == KIND]
+            return counts.counts["completed"]
+
+        await eventually(completed, lambda n: n == total, timeout_s=30, interval_s=0.1)
+    assert set(runs) == set(ids)
+    assert max(runs.values()) == 1, {k: n for k, n in runs.items() if n > 1}
+
+
+def _settings(server: PrivatePostgres, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=server.url,
+        queue_backend="postgres",
+        queue_schema="q_restart",
+        data_dir=tmp_path / "data",
+        metrics_port=0,
+        redis_connect_timeout_s=2.0,
+        tenant_concurrency_caps={},
+        tenant_backlog_quotas={},
+    )
 
 
 def _value(read: Callable[[], int]) -> Callable[[], Awaitable[int]]:

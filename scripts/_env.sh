@@ -21,13 +21,15 @@ ensure_venv() {  # $1: pip target, e.g. "." or ".[test]"
   fi
 }
 
-ensure_system_packages() {  # what the tests drive besides Python: Chromium, promtool, Redis
+ensure_system_packages() {  # what the tests drive besides Python: Chromium, promtool, Redis, PostgreSQL
   local missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v redis-cli >/dev/null || missing+=(redis-server)  # the Redis Cluster tests
+  # initdb and pg_ctl: the PostgreSQL restart test runs a private server of its own.
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
   if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${missing[*]} (Debian packages) for the browser, alert-rule and cluster tests" >&2
+    echo "installing ${missing[*]} (Debian packages) for the browser, alert-rule, cluster and restart tests" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 \
       || echo "warning: could not install ${missing[*]}; those tests will skip" >&2

@@ -249,8 +249,11 @@ def test_help_works_for_every_command_and_subcommand(cli: Cli) -> None:
     paths = _command_paths()
     expected = {("submit",), ("worker",), ("up",), ("status",), ("job", "show")}
     assert expected | {("job", "list"), ("dlq", "retry"), ("db", "upgrade")} <= set(paths)
-    # Help needs no Redis: point it at a closed port.
+    # Help needs no queue store: point Redis (and PostgreSQL, when it holds the queue) at
+    # a closed port.
     env = {"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+    if cli.settings.queue_backend == "postgres":
+        env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{_closed_port()}/settler"
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda path: cli(*path, "--help", env=env), paths))
     for path, result in zip(paths, results, strict=True):
@@ -264,15 +267,23 @@ def test_help_works_for_every_command_and_subcommand(cli: Cli) -> None:
         assert "--help" in flat
 
 
-def test_submit_fails_fast_with_exit_5_when_redis_is_unreachable(cli: Cli, tmp_path: Path) -> None:
-    env = {"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+def test_submit_fails_fast_with_exit_5_when_the_queue_is_unreachable(
+    cli: Cli, tmp_path: Path
+) -> None:
+    if cli.settings.queue_backend == "postgres":  # the jobs live in the database
+        env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{_closed_port()}/settler"}
+        said = "error: PostgreSQL is unreachable"
+    else:
+        env = {"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+        said = "error: Redis is unreachable"
     started = time.monotonic()
     result = cli(
         "submit", "reconciliation", "--tenant", "t1", "--tier", "growth", "--json", env=env
     )
     took = time.monotonic() - started
     assert result.returncode == QUEUE_UNAVAILABLE_EXIT, result.stderr[-2000:]
-    assert result.stderr.startswith("error: Redis is unreachable")
+    assert result.stderr.startswith(said), result.stderr[-2000:]
+    assert "Connection refused" in result.stderr
     assert result.stdout == ""
     _no_traceback(result)
     # Fails fast rather than hangs: a hang waits out retries (tens of seconds). The bound

@@ -175,7 +175,7 @@ class Background:
 
 
 async def _forever(step: Callable[[], Awaitable[None]]) -> None:
-    """Run `step` until cancelled; log and back off on errors (Redis may come back)."""
+    """Run `step` until cancelled; log and back off on errors (the queue store may come back)."""
     while True:
         try:
             await step()
@@ -183,7 +183,7 @@ async def _forever(step: Callable[[], Awaitable[None]]) -> None:
             raise
         except (QueueUnavailable, RedisError, OSError) as exc:
             log.warning(
-                "worker.redis_unavailable", extra={"step": step.__qualname__, "error": str(exc)}
+                "worker.queue_unavailable", extra={"step": step.__qualname__, "error": str(exc)}
             )
             await asyncio.sleep(1.0)
         except Exception:

@@ -17,6 +17,7 @@ from settler_jobs.shared_state import (
     SharedState,
     shared_state,
 )
+from settler_jobs.storage.db import create_engine, session_factory
 from tests.helpers import eventually
 
 
@@ -218,13 +219,19 @@ async def test_counted_hashes_and_lists_expire_and_restart(state: SharedState, p
 
 
 async def test_the_backend_setting_picks_the_implementation(settings: Settings) -> None:
+    on_redis = settings.model_copy(update={"queue_backend": "redis"})
+    on_pg = settings.model_copy(update={"queue_backend": "postgres"})
     client = Redis.from_url(settings.redis_url or "", decode_responses=True)
+    engine = create_engine(settings.effective_database_url)
+    sessions = session_factory(engine)
     try:
-        assert isinstance(shared_state(settings, client, None), RedisState)
+        assert isinstance(shared_state(on_redis, client, sessions), RedisState)
+        picked = shared_state(on_pg, client, sessions)
+        assert isinstance(picked, PostgresState)
         with pytest.raises(ConfigError):
-            shared_state(settings, None, None)
+            shared_state(on_redis, None, sessions)
+        with pytest.raises(ConfigError):
+            shared_state(on_pg, client, None)
     finally:
         await client.aclose()
-    on_pg = settings.model_copy(update={"queue_backend": "postgres"})
-    with pytest.raises(ConfigError):
-        shared_state(on_pg, client, None)
+        await engine.dispose()

@@ -1,4 +1,8 @@
-"""Workers ride out a Redis restart: after it comes back, new jobs run without a restart."""
+"""Workers ride out a Redis restart: after it comes back, new jobs run without a restart.
+
+Redis only: the PostgreSQL counterpart, a crash and restart of the database with jobs
+in flight, is tests/integration/queue_pg/test_pg_restart.py.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ async def _ok(payload: dict[str, Any], ctx: JobContext) -> str:
     return "ran"
 
 
+@pytest.mark.redis_only
 async def test_workers_reconnect_after_redis_restarts(settings: Settings, tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path / "own-redis")  # our own server: we may stop it
     url = server.start()

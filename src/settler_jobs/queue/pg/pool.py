@@ -30,6 +30,7 @@ _KEEPALIVE: Final = {
 }
 # Errors after which the connection is unusable: it is dropped, not returned.
 BROKEN: Final = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+_IDLE_READS: Final = 4
 
 
 def quote_ident(name: str) -> str:
@@ -150,15 +151,23 @@ def _alive(conn: Conn) -> bool:
     """False if an idle connection is closed or the server ended it (terminated, restarted).
 
     An idle connection is sent nothing unasked but a termination notice or EOF (and
-    notifications), so only a readable socket is read, without a round trip.
+    notifications), so only a readable socket is read, without a round trip. A server
+    that crashed or shut down sends its FATAL notice and then closes: one read takes the
+    notice and leaves the status OK, so the socket is read until it has nothing more.
     """
     if conn.closed:
         return False
     pgconn = conn.pgconn
     try:
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
-        if readable:
+        for _ in range(_IDLE_READS):
+            readable, _, _ = select.select([pgconn.socket], [], [], 0)
+            if not readable:
+                break
             pgconn.consume_input()
+            if pgconn.status != psycopg.pq.ConnStatus.OK:
+                return False
+        else:
+            return False  # still talking after that many reads: not an idle connection
     except (OSError, psycopg.OperationalError):
         return False
     return bool(pgconn.status == psycopg.pq.ConnStatus.OK)

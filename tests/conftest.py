@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from settler_jobs.config import Settings
 from settler_jobs.redis_server import EmbeddedRedis
+from settler_jobs.secrets_box import SecretBox
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -66,8 +68,9 @@ def settings(
 ) -> Iterator[Settings]:
     """Settings for one test: own prefix, own data folder and SQLite file, no metrics port.
 
-    On the PostgreSQL backend: the module's PostgreSQL database (Settler's tables emptied)
-    and a queue schema of the test's own, dropped afterwards.
+    On the PostgreSQL backend: the module's PostgreSQL database (Settler's tables emptied),
+    a queue schema of the test's own, dropped afterwards, and an application key, which a
+    database server requires (see keyring.py).
     """
     base = Settings(
         redis_url=redis_url,
@@ -91,6 +94,7 @@ def settings(
                     "queue_backend": "postgres",
                     "database_url": database,
                     "queue_schema": schema,
+                    "secret_key": SecretStr(SecretBox.generate_key()),
                 }
             )
         finally:

@@ -17,6 +17,7 @@ from settler_jobs.queue import AnyJobQueue, JobQueue
 from settler_jobs.queue.pg import PgJobQueue
 from settler_jobs.queue.pg.open import queue_pool
 from settler_jobs.redis_server import redis_client
+from settler_jobs.shared_state import SharedState, shared_state
 from settler_jobs.storage.db import create_engine, session_factory
 from settler_jobs.storage.migrate import upgrade_async
 from settler_jobs.worker.runtime import WorkerRuntime
@@ -38,6 +39,11 @@ class System:
         """The queue as a Redis `JobQueue` (tests of Redis-held details)."""
         assert isinstance(self.queue, JobQueue), "this test needs the Redis queue backend"
         return self.queue
+
+    def shared_state(self) -> SharedState:
+        """The shared state the workers keep: in Redis or PostgreSQL, as the backend is."""
+        redis = self.queue.client if isinstance(self.queue, JobQueue) else None
+        return shared_state(self.settings, redis, self.sessions)
 
     async def dead_letters(self, **filters: str) -> list[dlq.DlqEntry]:
         """DLQ entries, newest first."""

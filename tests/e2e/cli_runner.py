@@ -26,7 +26,9 @@ def process_env(settings: Settings) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
     }
-    return inherited | {
+    secret = settings.secret_key
+    key = {} if secret is None else {"SETTLER_SECRET_KEY": secret.get_secret_value()}
+    return inherited | key | {
         "REDIS_URL": settings.redis_url,
         "SETTLER_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "SETTLER_QUEUE_PREFIX": settings.queue_prefix,

@@ -26,9 +26,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("SETTLER_") and k not in ("REDIS_URL", "DATABASE_URL")
     }
-    secret = settings.secret_key
-    key = {} if secret is None else {"SETTLER_SECRET_KEY": secret.get_secret_value()}
-    return inherited | key | {
+    env = inherited | {
         "REDIS_URL": settings.redis_url,
         "SETTLER_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "SETTLER_QUEUE_PREFIX": settings.queue_prefix,
@@ -39,6 +37,9 @@ def process_env(settings: Settings) -> dict[str, str]:
         "SETTLER_METRICS_PORT": "0",
         "SETTLER_API_PORT": "0",
     }
+    if settings.secret_key is not None:
+        env["SETTLER_SECRET_KEY"] = settings.secret_key.get_secret_value()
+    return env
 
 
 class Cli:

@@ -249,11 +249,11 @@ def test_help_works_for_every_command_and_subcommand(cli: Cli) -> None:
     paths = _command_paths()
     expected = {("submit",), ("worker",), ("up",), ("status",), ("job", "show")}
     assert expected | {("job", "list"), ("dlq", "retry"), ("db", "upgrade")} <= set(paths)
-    # Help needs no queue store: point Redis (and PostgreSQL, when it holds the queue) at
-    # a closed port.
-    env = {"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+    # Help needs no Redis nor PostgreSQL: point them at a closed port.
+    closed = _closed_port()
+    env = {"REDIS_URL": f"redis://127.0.0.1:{closed}/0"}
     if cli.settings.queue_backend == "postgres":
-        env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{_closed_port()}/settler"
+        env["DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/settler"
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda path: cli(*path, "--help", env=env), paths))
     for path, result in zip(paths, results, strict=True):

@@ -7,25 +7,19 @@ import asyncio
 from settler_jobs import heartbeat
 from settler_jobs.alerts import evaluator as alerts
 from settler_jobs.config import Settings
-from settler_jobs.queue import JobQueue
-from settler_jobs.redis_server import redis_client
 from settler_jobs.registry import default_registry
-from settler_jobs.shared_state import RedisState
 from tests.e2e.cli_runner import Cli
+from tests.harness import system
 
 
 def _store_alert_and_beat(settings: Settings) -> None:
     async def work() -> None:
-        assert settings.redis_url is not None
-        queue = JobQueue(redis_client(settings.redis_url, settings), default_registry(), settings)
-        try:
-            client = RedisState(queue.client)
+        async with system(settings, default_registry(), start=False) as sys_:
+            state = sys_.shared_state()
             info = heartbeat.WorkerInfo("w1", "h", 1, ("q",), 1, 0, 0, heartbeat.now_ms())
-            await heartbeat.beat(client, settings.queue_prefix, info, 60)
+            await heartbeat.beat(state, settings.queue_prefix, info, 60)
             stuck = alerts.Condition("ActiveJobStuck", {"queue": "email"}, 4000, 1800, "stuck")
-            await alerts.update(client, settings, [stuck], alerts.Notifier(settings, queue))
-        finally:
-            await queue.close()
+            await alerts.update(state, settings, [stuck], alerts.Notifier(settings, sys_.queue))
 
     asyncio.run(work())
 

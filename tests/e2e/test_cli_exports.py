@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from pypdf import PdfReader
 
@@ -154,17 +155,28 @@ async def test_export_audit_rows_to_csv_and_pdf_and_download_them(
 
 
 def _seed_audit_rows(settings: Settings, count: int) -> None:
-    path = settings.effective_database_url.split("///", 1)[1]
+    """`count` audit rows of tenant acme, straight into the database (SQLite or PostgreSQL)."""
     base = datetime(2026, 1, 1, tzinfo=UTC)
-    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        connection.executemany(
-            "INSERT INTO audit_logs (actor, tenant_id, action, target_type, target_id, details,"
-            " created_at) VALUES ('seed', 'acme', 'bulk', 'thing', ?, '{}', ?)",
-            (
-                (f"t-{i}", (base + timedelta(microseconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f"))
-                for i in range(count)
-            ),
-        )
+    columns = "actor, tenant_id, action, target_type, target_id, details, created_at"
+    if settings.effective_database_url.startswith("sqlite"):
+        path = settings.effective_database_url.split("///", 1)[1]
+        with contextlib.closing(sqlite3.connect(path)) as lite, lite:
+            lite.executemany(
+                f"INSERT INTO audit_logs ({columns}) VALUES ('seed', 'acme', 'bulk', 'thing', ?,"
+                " '{}', ?)",
+                (
+                    (f"t-{i}", (base + timedelta(microseconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f"))
+                    for i in range(count)
+                ),
+            )
+        return
+    with (
+        psycopg.connect(settings.queue_dsn) as server,
+        server.cursor().copy(f"COPY audit_logs ({columns}) FROM STDIN") as copy,
+    ):
+        for i in range(count):
+            created = base + timedelta(microseconds=i)
+            copy.write_row(("seed", "acme", "bulk", "thing", f"t-{i}", "{}", created))
 
 
 async def test_a_worker_killed_mid_export_leaves_no_file_and_the_export_completes_later(

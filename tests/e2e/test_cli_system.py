@@ -5,24 +5,19 @@ from __future__ import annotations
 import asyncio
 
 from settler_jobs.config import Settings
-from settler_jobs.queue import JobQueue
-from settler_jobs.redis_server import redis_client
 from settler_jobs.registry import default_registry
 from settler_jobs.scheduling import plan as schedules
 from tests.e2e.cli_runner import Cli
+from tests.harness import system
 
 BAD_INPUT_EXIT = 4
 
 
 def _register(settings: Settings) -> None:
     async def work() -> None:
-        assert settings.redis_url is not None
         registry = default_registry()
-        queue = JobQueue(redis_client(settings.redis_url, settings), registry, settings)
-        try:
-            await schedules.register(queue, settings, registry)
-        finally:
-            await queue.close()
+        async with system(settings, registry, start=False) as sys_:
+            await schedules.register(sys_.queue, settings, registry)
 
     asyncio.run(work())
 

@@ -7,19 +7,22 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
+import pytest
+from sqlalchemy import select
 
 from settler_jobs.config import Settings
 from settler_jobs.context import JobContext
 from settler_jobs.domain import JobState, RetryPolicy, Tier
-from settler_jobs.errors import PermanentFailure
+from settler_jobs.errors import NotFound, PermanentFailure
 from settler_jobs.kinds import JobKind, Registry
+from settler_jobs.queue import JobQueue
 from settler_jobs.records import JobRecord, Submission
 from settler_jobs.registry import default_registry
 from settler_jobs.retention.targets import retention_run, run_retention
 from settler_jobs.scheduling import plan as schedules
 from settler_jobs.scheduling import runs as schedule_runs
-from settler_jobs.shared_state import RedisState
+from settler_jobs.shared_state import SharedState
+from settler_jobs.storage.shared_state_tables import SharedValueRow
 from settler_jobs.tenants import kpi
 from tests.harness import System, system
 from tests.helpers import eventually
@@ -68,9 +71,21 @@ async def _run_all(sys_: System, subs: list[Submission]) -> list[JobRecord]:
     return done
 
 
-async def _cached(client: Redis, settings: Settings, tenant: str, name: str) -> Any:
-    raw = await client.get(kpi.cache_key(settings.queue_prefix, tenant, name))
+async def _cached(state: SharedState, settings: Settings, tenant: str, name: str) -> Any:
+    raw = await state.get(kpi.cache_key(settings.queue_prefix, tenant, name))
     return json.loads(raw) if raw else None
+
+
+async def _ttl_s(sys_: System, key: str) -> float:
+    """Seconds the cache entry `key` has left, read where the backend keeps it."""
+    if isinstance(sys_.queue, JobQueue):
+        return float(await sys_.queue.client.ttl(key))
+    async with sys_.sessions() as session:
+        expires = await session.scalar(
+            select(SharedValueRow.expires_at).where(SharedValueRow.key == key)
+        )
+    assert expires is not None, key
+    return (expires - datetime.now(UTC)).total_seconds()
 
 
 async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
@@ -82,8 +97,8 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
             [Submission("ok", {}, "t1", Tier.FREE)] * 3
             + [Submission("bad", {}, "t1", Tier.FREE), Submission("ok", {}, "t2", Tier.SCALE)],
         )
-        ops = sys_.redis_queue
-        state = RedisState(ops.client)
+        ops = sys_.queue
+        state = sys_.shared_state()
         # The worker writes its counters in the background (stats_flush_interval_s).
         active = await eventually(
             lambda: kpi.active_tenants(ops, state, datetime.now(UTC)),
@@ -97,7 +112,7 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
         report = await kpi.warm(ops, state, settings, datetime.now(UTC))
         assert report["tenants"] == 2 and report["truncated"] is False
 
-        snapshot = await _cached(ops.client, settings, "t1", "kpi-health")
+        snapshot = await _cached(state, settings, "t1", "kpi-health")
         assert snapshot["tenantId"] == "t1"
         assert snapshot["jobs"]["completedLastDay"] == {"ok": 3}
         assert snapshot["jobs"]["failedLastDay"] == {"bad": 1}
@@ -106,10 +121,10 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
         assert snapshot["failureRate"]["lastHour"] == {"completed": 3, "failed": 1, "rate": 0.25}
         assert snapshot["failureRate"]["lastDay"]["rate"] == 0.25
         assert snapshot["oldestWaitingAgeS"] is not None and snapshot["oldestWaitingAgeS"] >= 0
-        ttl = await ops.client.ttl(kpi.cache_key(settings.queue_prefix, "t1", "kpi-health"))
+        ttl = await _ttl_s(sys_, kpi.cache_key(settings.queue_prefix, "t1", "kpi-health"))
         assert 0 < ttl <= settings.kpi_cache_ttl_s
 
-        recent = await _cached(ops.client, settings, "t1", "recent-jobs")
+        recent = await _cached(state, settings, "t1", "recent-jobs")
         assert [j["outcome"] for j in recent["jobs"]].count("completed") == 3
         assert {j["kind"] for j in recent["jobs"]} == {"ok", "bad"}
         failed = next(j for j in recent["jobs"] if j["outcome"] == "failed")
@@ -124,18 +139,18 @@ async def test_outcomes_are_counted_per_tenant_and_warmed_into_the_cache(
 async def test_a_cache_miss_is_computed_and_cached(settings: Settings) -> None:
     async with system(_quiet(settings), _registry(), start=False) as sys_:
         key = kpi.cache_key(settings.queue_prefix, "t9", "kpi-health")
-        assert await sys_.redis_queue.client.get(key) is None
-        state = RedisState(sys_.redis_queue.client)
+        state = sys_.shared_state()
+        assert await state.get(key) is None
         snapshot = await kpi.kpi_snapshot(sys_.queue, state, settings, "t9", datetime.now(UTC))
         assert snapshot["tenantId"] == "t9" and snapshot["failureRate"]["lastDay"]["rate"] is None
-        assert json.loads(await sys_.redis_queue.client.get(key) or "{}") == snapshot
+        assert json.loads(await state.get(key) or "{}") == snapshot
 
 
 async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Settings) -> None:
     quiet = _quiet(settings)
     async with system(quiet, _registry()) as sys_:
         await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
-        state = RedisState(sys_.redis_queue.client)
+        state = sys_.shared_state()
         await eventually(
             lambda: kpi.active_tenants(sys_.queue, state, datetime.now(UTC)), lambda t: t == ["t1"]
         )
@@ -144,7 +159,7 @@ async def test_system_jobs_run_through_the_worker_and_are_logged(settings: Setti
         )
         [warmed] = await _run_all(sys_, [system_sub])
         assert warmed.state is JobState.COMPLETED and warmed.result["tenants"] == 1
-        assert await _cached(sys_.redis_queue.client, quiet, "t1", "kpi-health") is not None
+        assert await _cached(state, quiet, "t1", "kpi-health") is not None
 
         # A tenant may warm its own cache, never another's.
         own, foreign = await _run_all(
@@ -190,9 +205,9 @@ async def test_finished_bullmq_jobs_are_cleaned_through_the_queue(settings: Sett
         report = await run_retention(plan)
         bullmq = next(t for t in report["targets"] if t["target"] == "bullmq-finished-jobs")
         assert bullmq["deleted"] == 4 and bullmq["complete"] is True
-        client = sys_.redis_queue.client
         for job in jobs:
-            assert await client.exists(f"{settings.queue_prefix}:{job.queue}:{job.id}") == 0
+            with pytest.raises(NotFound):
+                await sys_.queue.get(job.id)
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -208,5 +223,5 @@ async def test_broken_accounting_never_fails_a_job(settings: Settings) -> None:
         sys_.runtime._stats.record = broken  # type: ignore[method-assign]
         [done] = await _run_all(sys_, [Submission("ok", {}, "t1", Tier.FREE)])
         assert done.state is JobState.COMPLETED and done.result == "ok"
-        state = RedisState(sys_.redis_queue.client)
+        state = sys_.shared_state()
         assert await kpi.active_tenants(sys_.queue, state, datetime.now(UTC)) == []

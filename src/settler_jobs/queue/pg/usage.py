@@ -5,7 +5,8 @@ Waiting jobs are counted as the backlog quota counts them, from the flows' finis
 and the lane's clock (`settler_fair_flow`, `settler_fair_lane`: queue/fair.py's rule);
 running jobs from the active rows. Cap hits and quota refusals are the counters the
 claim and submit paths keep in `settler_fair_counter`. Caps hold a capped tenant's jobs
-back in the claim rather than moving them aside, so no job is parked: `parked` is 0.
+back in the claim rather than moving them aside; `parked` counts the waiting jobs of a
+tenant that runs at its cap in that lane, the jobs the claim is skipping.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class PgUsage(PgSql):
         return (await self.tenants_usage([(tenant_id, tier)]))[0]
 
     async def tenants_usage(self, tenants: Sequence[tuple[str, Tier]]) -> list[TenantUsage]:
-        """`tenant_usage` for many tenants, in three queries."""
+        """`tenant_usage` for many tenants, in three queries (four when one is at its cap)."""
         queues = self._registry.queues()
         ids = [t for t, _ in tenants]
         async with pg_errors():
@@ -74,6 +75,9 @@ class PgUsage(PgSql):
         running = {(str(r["queue"]), str(r["tenant"])): int(r["n"]) for r in active}
         capped = {(str(r["queue"]), str(r["key"])[2:]): int(r["n"]) for r in hits}
         s = self._settings
+        caps = {t: s.tenant_concurrency_caps.get(tier.value, 0) for t, tier in tenants}
+        at_cap = sorted({t for (_, t), n in running.items() if 0 < caps.get(t, 0) <= n})
+        held = await self._held(queues, at_cap) if at_cap else {}
         out = []
         for tenant_id, tier in tenants:
             lanes = [
@@ -81,7 +85,11 @@ class PgUsage(PgSql):
                     queue=q,
                     waiting=backlog.get((q, tenant_id), 0),
                     active=running.get((q, tenant_id), 0),
-                    parked=0,
+                    parked=(
+                        held.get((q, tenant_id), 0)
+                        if 0 < caps[tenant_id] <= running.get((q, tenant_id), 0)
+                        else 0
+                    ),
                     cap_hits=capped.get((q, tenant_id), 0),
                 )
                 for q in queues
@@ -90,6 +98,17 @@ class PgUsage(PgSql):
             cap = s.tenant_concurrency_caps.get(tier.value, 0)
             out.append(TenantUsage(tenant_id, tier.value, quota, cap, lanes))
         return out
+
+    async def _held(self, queues: list[str], tenant_ids: list[str]) -> dict[tuple[str, str], int]:
+        """Waiting jobs per (lane, tenant) of tenants at their cap somewhere."""
+        async with pg_errors():
+            rows = await self._rows(
+                "SELECT queue, data->>'tenantId' AS tenant, count(*) AS n FROM job"
+                " WHERE queue = ANY(%s) AND state = 'waiting'"
+                " AND data->>'tenantId' = ANY(%s) GROUP BY 1, 2",
+                (queues, tenant_ids),
+            )
+        return {(str(r["queue"]), str(r["tenant"])): int(r["n"]) for r in rows}
 
     async def _backlog(self, tenant_ids: list[str]) -> dict[tuple[str, str], int]:
         rows = await self._rows(_BACKLOG, {"lanes": self._registry.queues(), "tenants": tenant_ids})

@@ -140,18 +140,21 @@ async def test_a_capped_tenant_runs_one_at_a_time_while_others_wait(
 ) -> None:
     capped = pg_settings.model_copy(update={"tenant_concurrency_caps": {"free": 1}})
     running: dict[str, int] = {"free": 0, "pro": 0}
-    seen_free: list[tuple[int, int]] = []  # (free jobs running, starter jobs unfinished)
+    # (free jobs running, starter jobs not started yet). Caps are work-conserving: once
+    # every other job has started, the capped tenant may use the free slots, so the cap is
+    # checked only while some starter job has not started.
+    seen_free: list[tuple[int, int]] = []
     left = {"pro": 6}
 
     async def work(payload: dict[str, str], ctx: JobContext) -> None:
         who = payload["who"]
         running[who] += 1
-        if who == "free":
+        if who == "pro":
+            left["pro"] -= 1
+        else:
             seen_free.append((running["free"], left["pro"]))
         await asyncio.sleep(0.05)  # the job's work, not a synchronisation
         running[who] -= 1
-        if who == "pro":
-            left["pro"] -= 1
 
     registry = Registry([JobKind("capped", work, concurrency=3)])
     async with pg_system(capped, registry, start=False) as s:

@@ -36,11 +36,7 @@ class Schedules(QueueBase):
         repeat the slot already waiting; any process may call this at any time.
         """
         k = self._registry.get(kind)
-        if (pattern is None) == (every_ms is None) or (every_ms is not None and every_ms < 100):
-            raise InvalidJob("a schedule needs a cron pattern or an interval of >= 100 ms")
-        if not _SCHEDULE_ID.fullmatch(schedule_id):
-            raise InvalidJob(f"invalid schedule id {schedule_id!r}")
-        repeat: dict[str, Any] = {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
+        repeat = schedule_repeat(schedule_id, pattern, every_ms, tz)
         queue = self._queue(k.queue)
         async with redis_errors():
             # bullmq 3.4.4's getJobScheduler raises for a missing id: ask first.
@@ -106,6 +102,17 @@ class Schedules(QueueBase):
             removed = int(await self._queue(k.queue).removeJobScheduler(schedule_id)) == 0
             await self._client.hdel(self._key("settler", "schedules"), f"{k.queue}:{schedule_id}")
             return removed
+
+
+def schedule_repeat(
+    schedule_id: str, pattern: str | None, every_ms: int | None, tz: str
+) -> dict[str, Any]:
+    """bullmq's repeat options for a checked schedule (InvalidJob otherwise)."""
+    if (pattern is None) == (every_ms is None) or (every_ms is not None and every_ms < 100):
+        raise InvalidJob("a schedule needs a cron pattern or an interval of >= 100 ms")
+    if not _SCHEDULE_ID.fullmatch(schedule_id):
+        raise InvalidJob(f"invalid schedule id {schedule_id!r}")
+    return {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
 
 
 def _same_schedule(

@@ -16,7 +16,7 @@ from settler_jobs.errors import InvalidJob
 from settler_jobs.kinds import JobKind
 from settler_jobs.queue.pg.pool import pg_errors
 from settler_jobs.queue.pg.rows import PgSql
-from settler_jobs.queue.schedules import _SCHEDULE_ID, _same_schedule
+from settler_jobs.queue.schedules import _same_schedule, schedule_repeat
 from settler_jobs.records import ScheduleInfo
 
 # "SCHD": advisory lock class of scheduler upserts.
@@ -43,11 +43,7 @@ class PgSchedules(PgSql):
         repeat the slot already waiting; any process may call this at any time.
         """
         k = self._registry.get(kind)
-        if (pattern is None) == (every_ms is None) or (every_ms is not None and every_ms < 100):
-            raise InvalidJob("a schedule needs a cron pattern or an interval of >= 100 ms")
-        if not _SCHEDULE_ID.fullmatch(schedule_id):
-            raise InvalidJob(f"invalid schedule id {schedule_id!r}")
-        repeat: dict[str, Any] = {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
+        repeat = schedule_repeat(schedule_id, pattern, every_ms, tz)
         queue = self._queue(k.queue)
         key = f"{k.queue}\t{schedule_id}"
         # bullmq's add_job_scheduler refuses a second first-time insert racing the first

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import operator
 import time
 from typing import Any, TypeVar
 
@@ -207,6 +209,40 @@ async def test_lanes_recover_when_their_connections_are_terminated(
         await eventually(lambda: _value(400 in seen), bool, timeout_s=10)
         failed = await s.fetch("SELECT count(*) FROM job WHERE state = 'failed'")
     assert failed == [(0,)]
+
+
+async def test_a_failed_read_of_the_next_delay_does_not_stop_the_lane(
+    pg_settings: Settings,
+) -> None:
+    seen: list[int] = []
+
+    async def work(payload: dict[str, int], ctx: JobContext) -> None:
+        seen.append(payload["n"])
+
+    registry = Registry([JobKind("horizon", work)])
+    async with pg_system(pg_settings, registry) as s:
+        await _execute(
+            s,
+            "CREATE OR REPLACE FUNCTION next_delay(p_queue text) RETURNS bigint "
+            "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'horizon unavailable'; END $$",
+        )
+        # Each drained claim now reads a failing horizon; the lane must go on regardless.
+        for n in range(1, 4):
+            await s.queue.submit(Submission("horizon", {"n": n}, "t1", Tier.FREE))
+            await eventually(lambda: _value(len(seen)), functools.partial(operator.eq, n))
+        await _execute(
+            s,
+            "CREATE OR REPLACE FUNCTION next_delay(p_queue text) RETURNS bigint "
+            "LANGUAGE sql AS $$ SELECT MIN(process_at_ms) FROM job "
+            "WHERE queue = p_queue AND state = 'delayed' $$",
+        )
+        await s.queue.submit(Submission("horizon", {"n": 0}, "t1", Tier.FREE, delay_s=0.3))
+        await eventually(lambda: _value(0 in seen), bool)
+
+
+async def _execute(s: PgSystem, statement: str) -> None:
+    async with s.queue.pool.connection() as conn:
+        await conn.execute(statement.encode())
 
 
 async def _terminate_others(s: PgSystem) -> int:

@@ -313,9 +313,15 @@ class PgLaneLoop:
             return await cur.fetchall()
 
     async def _note_next_delay(self) -> None:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT next_delay(%s)", (self.queue,))
-            row = await cur.fetchone()
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute("SELECT next_delay(%s)", (self.queue,))
+                row = await cur.fetchone()
+        except Exception as exc:
+            # The horizon is unknown: look again in a second (a notified job still wakes us).
+            log.warning("lane.delay_read_failed", extra={"queue": self.queue, "error": str(exc)})
+            self._due_at = _now_ms() + 1000
+            return
         self._due_at = int(row[0]) if row and row[0] is not None else 0
 
     async def _adopt_orphans(self) -> None:
@@ -350,7 +356,7 @@ class PgLaneLoop:
                         (self.queue, ids, tokens, self._o.lock_duration_ms, _now_ms()),
                     )
                     lost = [str(r[0]) for r in await cur.fetchall()]
-            except _DRIVER_ERRORS as exc:
+            except Exception as exc:  # the loop must outlive any one failure
                 log.warning("lane.renew_failed", extra={"queue": self.queue, "error": str(exc)})
                 continue
             # A completion queued but not yet flushed is still held: only report others.
@@ -370,7 +376,7 @@ class PgLaneLoop:
                     stalled = [str(r[0]) for r in await cur.fetchall()]
                 if stalled:
                     log.warning("lane.stalled", extra={"queue": self.queue, "jobs": stalled})
-            except _DRIVER_ERRORS as exc:
+            except Exception as exc:  # the loop must outlive any one failure
                 log.warning(
                     "lane.stalled_check_failed", extra={"queue": self.queue, "error": str(exc)}
                 )

@@ -10,11 +10,7 @@ these tests are skipped locally and fail under CI (`CI=true`).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,60 +29,20 @@ from settler_jobs.records import Submission
 from tests.helpers import eventually
 from tests.integration.conftest import postgres_database  # noqa: F401 - module fixture
 from tests.integration.queue_pg.conftest import pg_system
+from tests.interop.node_harness import NODE_TIMEOUT_S, installed, run_node
 
 NODE_DIR = Path(__file__).resolve().parent / "node_pg"
-NPM_INSTALL_TIMEOUT_S = 100.0
-NODE_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="session")
 def node_pg_dir() -> Path:
     """The Node project with its dependencies installed (installed once if missing)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        message = "node and npm are required for the Node BullMQ interop tests"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    if not (NODE_DIR / "node_modules" / "bullmq").is_dir():
-        try:
-            result = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_INSTALL_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"npm install did not finish within {NPM_INSTALL_TIMEOUT_S:g}s")
-        if result.returncode != 0:
-            pytest.fail(f"npm install failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return NODE_DIR
+    return installed(NODE_DIR)
 
 
 async def _node(node_dir: Path, script: str, *args: str) -> Any:
     """Run a script of the Node project; its stdout parsed as JSON (fails on exit != 0)."""
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        script,
-        *args,
-        cwd=node_dir,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S + 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"node {script} did not finish within {NODE_TIMEOUT_S:g}s")
-    if proc.returncode != 0:
-        pytest.fail(
-            f"node {script} exited {proc.returncode}\nstdout: {out.decode()[-2000:]}\n"
-            f"stderr: {err.decode()[-4000:]}"
-        )
-    return json.loads(out)
+    return await run_node(node_dir, script, *args, timeout_s=NODE_TIMEOUT_S + 10)
 
 
 async def _noop(payload: dict[str, Any], ctx: JobContext) -> None:

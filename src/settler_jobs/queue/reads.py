@@ -48,6 +48,13 @@ _BACKLOG_SETS: Final = (
 )
 
 
+def page_limit(limit: int, offset: int) -> int:
+    """`limit` clamped to 1..500; ValueError for an offset past what a list may skip."""
+    if not 0 <= offset <= _MAX_LIST_OFFSET:
+        raise ValueError(f"offset must be between 0 and {_MAX_LIST_OFFSET}; filter instead")
+    return max(1, min(limit, 500))
+
+
 class Reader(QueueBase):
     """Reading jobs and lanes: one job, lists and pages, counts and finish rates, backlogs."""
 
@@ -68,9 +75,7 @@ class Reader(QueueBase):
         offset: int = 0,
     ) -> list[JobRecord]:
         """Newest jobs first, optionally filtered; the tenant filter applies to the page."""
-        limit = max(1, min(limit, 500))
-        if not 0 <= offset <= _MAX_LIST_OFFSET:
-            raise ValueError(f"offset must be between 0 and {_MAX_LIST_OFFSET}; filter instead")
+        limit = page_limit(limit, offset)
         kinds = [self._registry.get(kind)] if kind else list(self._registry)
         states = [state] if state else list(_BULLMQ_STATES)
         out: list[JobRecord] = []
@@ -113,7 +118,7 @@ class Reader(QueueBase):
         """
         limit = max(1, min(limit, 200))
         segments = self._segments(kind, state)
-        seg, offset = _parse_cursor(cursor, len(segments))
+        seg, offset = parse_cursor(cursor, len(segments))
         picked: list[tuple[str, str, str]] = []  # (queue, state, job id)
         scanned = 0
         async with redis_errors():
@@ -352,7 +357,8 @@ class JobPage:
     scanned: int
 
 
-def _parse_cursor(cursor: str, segments: int) -> tuple[int, int]:
+def parse_cursor(cursor: str, segments: int) -> tuple[int, int]:
+    """(segment, offset) of a page cursor "<segment>:<offset>"; InvalidJob if malformed."""
     if not cursor:
         return 0, 0
     try:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from settler_jobs.config import Settings
 from settler_jobs.errors import InvalidJob
 from settler_jobs.kinds import JobKind
 from settler_jobs.queue.base import QueueBase
@@ -42,10 +43,10 @@ class Schedules(QueueBase):
             # bullmq 3.4.4's getJobScheduler raises for a missing id: ask first.
             exists = await queue.isJobScheduler(schedule_id)
             current = await queue.getJobScheduler(schedule_id) if exists else None
-            if current is None or not _same_schedule(current, kind, repeat, data):
+            if current is None or not same_schedule(current, kind, repeat, data):
                 try:
                     await queue.upsertJobScheduler(
-                        schedule_id, repeat, kind, dict(data), self._schedule_opts(k)
+                        schedule_id, repeat, kind, dict(data), schedule_opts(k, self._settings)
                     )
                 except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
                     raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
@@ -54,16 +55,6 @@ class Schedules(QueueBase):
                     self._key("settler", "schedules"), field_name, int(time.time() * 1000)
                 )
             return next(s for s in await self._schedules_of(k) if s.id == schedule_id)
-
-    def _schedule_opts(self, kind: JobKind) -> dict[str, Any]:
-        return {
-            "attempts": kind.retry.attempts,
-            "backoff": {"type": "exponential", "delay": round(kind.retry.base_delay_s * 1000)},
-            "removeOnComplete": {
-                "age": self._settings.keep_completed_s,
-                "count": self._settings.keep_completed_count,
-            },
-        }
 
     async def list_schedules(self) -> list[ScheduleInfo]:
         """Every scheduler on the lanes of the registered kinds, by kind then id."""
@@ -78,21 +69,8 @@ class Schedules(QueueBase):
         registered = await self._client.hgetall(self._key("settler", "schedules"))
         out = []
         for item in raw:
-            template = item.get("template") or {}
             stamp = registered.get(f"{kind.queue}:{item['key']}")
-            out.append(
-                ScheduleInfo(
-                    id=str(item["key"]),
-                    kind=kind.name,
-                    pattern=item.get("pattern"),
-                    every_ms=item.get("every"),
-                    tz=item.get("tz"),
-                    next_run_ms=int(item["next"]) if item.get("next") is not None else None,
-                    iterations=int(item.get("iterationCount") or 0),
-                    registered_at_ms=int(stamp) if stamp else None,
-                    data=dict(template["data"]) if isinstance(template.get("data"), dict) else {},
-                )
-            )
+            out.append(schedule_info(kind, item, int(stamp) if stamp else None))
         return out
 
     async def remove_schedule(self, kind: str, schedule_id: str) -> bool:
@@ -115,9 +93,41 @@ def schedule_repeat(
     return {"pattern": pattern, "tz": tz} if pattern else {"every": every_ms}
 
 
-def _same_schedule(
+def schedule_opts(kind: JobKind, settings: Settings) -> dict[str, Any]:
+    """bullmq job options of the jobs a scheduler of `kind` adds."""
+    return {
+        "attempts": kind.retry.attempts,
+        "backoff": {"type": "exponential", "delay": round(kind.retry.base_delay_s * 1000)},
+        "removeOnComplete": {
+            "age": settings.keep_completed_s,
+            "count": settings.keep_completed_count,
+        },
+    }
+
+
+def schedule_info(
+    kind: JobKind, item: Mapping[str, Any], registered_at_ms: int | None
+) -> ScheduleInfo:
+    """The record of one of bullmq's scheduler entries (`getJobSchedulers`) of `kind`."""
+    template = item.get("template") or {}
+    data = template.get("data")
+    return ScheduleInfo(
+        id=str(item["key"]),
+        kind=kind.name,
+        pattern=item.get("pattern"),
+        every_ms=item.get("every"),
+        tz=item.get("tz"),
+        next_run_ms=int(item["next"]) if item.get("next") is not None else None,
+        iterations=int(item.get("iterationCount") or 0),
+        registered_at_ms=registered_at_ms,
+        data=dict(data) if isinstance(data, dict) else {},
+    )
+
+
+def same_schedule(
     current: Mapping[str, Any], kind: str, repeat: Mapping[str, Any], data: Mapping[str, Any]
 ) -> bool:
+    """True if bullmq's scheduler `current` already feeds `kind` with `repeat` and `data`."""
     template = current.get("template") or {}
     return (
         current.get("name") == kind

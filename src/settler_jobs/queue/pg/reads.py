@@ -14,10 +14,9 @@ from settler_jobs.domain import JobState
 from settler_jobs.queue.pg.pool import pg_errors
 from settler_jobs.queue.pg.record import COLUMNS, record_from
 from settler_jobs.queue.pg.rows import PgSql
-from settler_jobs.queue.reads import JobPage, _parse_cursor
+from settler_jobs.queue.reads import JobPage, page_limit, parse_cursor
 from settler_jobs.records import BacklogScan, JobRecord, QueueCounts, TenantBacklog
 
-_MAX_LIST_OFFSET: Final = 10_000
 _STATES: Final = (
     JobState.WAITING,
     JobState.DELAYED,
@@ -68,9 +67,7 @@ class PgReader(PgSql):
         As on Redis, each lane and state gives its newest `offset + limit` jobs, then come
         the tenant filter, the sort (by creation, then insertion) and the slice.
         """
-        limit = max(1, min(limit, 500))
-        if not 0 <= offset <= _MAX_LIST_OFFSET:
-            raise ValueError(f"offset must be between 0 and {_MAX_LIST_OFFSET}; filter instead")
+        limit = page_limit(limit, offset)
         states = [state] if state else list(_STATES)
         parts = [
             f"(SELECT j.* FROM unnest(%(lanes)s::text[]) AS l(q) CROSS JOIN LATERAL"
@@ -131,7 +128,7 @@ class PgReader(PgSql):
         states = [state] if state else list(_STATES)
         lanes = self._lanes(kind)
         segments = [(q, s) for s in states for q in lanes]
-        seg, offset = _parse_cursor(cursor, len(segments))
+        seg, offset = parse_cursor(cursor, len(segments))
         picked: list[tuple[str, str]] = []  # (queue, job id)
         scanned = 0
         async with pg_errors():

@@ -16,7 +16,12 @@ from settler_jobs.errors import InvalidJob
 from settler_jobs.kinds import JobKind
 from settler_jobs.queue.pg.pool import pg_errors
 from settler_jobs.queue.pg.rows import PgSql
-from settler_jobs.queue.schedules import _same_schedule, schedule_repeat
+from settler_jobs.queue.schedules import (
+    same_schedule,
+    schedule_info,
+    schedule_opts,
+    schedule_repeat,
+)
 from settler_jobs.records import ScheduleInfo
 
 # "SCHD": advisory lock class of scheduler upserts.
@@ -53,10 +58,10 @@ class PgSchedules(PgSql):
             try:
                 exists = await queue.isJobScheduler(schedule_id)
                 current = await queue.getJobScheduler(schedule_id) if exists else None
-                if current is None or not _same_schedule(current, kind, repeat, data):
+                if current is None or not same_schedule(current, kind, repeat, data):
                     try:
                         await queue.upsertJobScheduler(
-                            schedule_id, repeat, kind, dict(data), self._schedule_opts(k)
+                            schedule_id, repeat, kind, dict(data), schedule_opts(k, self._settings)
                         )
                     except (ValueError, KeyError) as exc:  # croniter and zoneinfo errors
                         raise InvalidJob(f"invalid schedule {schedule_id!r}: {exc}") from None
@@ -69,16 +74,6 @@ class PgSchedules(PgSql):
             finally:
                 await turn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_TURN_KEY, key))
             return next(s for s in await self._schedules_of(k) if s.id == schedule_id)
-
-    def _schedule_opts(self, kind: JobKind) -> dict[str, Any]:
-        return {
-            "attempts": kind.retry.attempts,
-            "backoff": {"type": "exponential", "delay": round(kind.retry.base_delay_s * 1000)},
-            "removeOnComplete": {
-                "age": self._settings.keep_completed_s,
-                "count": self._settings.keep_completed_count,
-            },
-        }
 
     async def list_schedules(self) -> list[ScheduleInfo]:
         """Every scheduler on the lanes of the registered kinds, by kind then id."""
@@ -95,23 +90,7 @@ class PgSchedules(PgSql):
             (kind.queue,),
         )
         registered = {str(r["schedule_id"]): int(r["registered_at_ms"]) for r in rows}
-        out = []
-        for item in raw:
-            template = item.get("template") or {}
-            out.append(
-                ScheduleInfo(
-                    id=str(item["key"]),
-                    kind=kind.name,
-                    pattern=item.get("pattern"),
-                    every_ms=item.get("every"),
-                    tz=item.get("tz"),
-                    next_run_ms=int(item["next"]) if item.get("next") is not None else None,
-                    iterations=int(item.get("iterationCount") or 0),
-                    registered_at_ms=registered.get(str(item["key"])),
-                    data=dict(template["data"]) if isinstance(template.get("data"), dict) else {},
-                )
-            )
-        return out
+        return [schedule_info(kind, item, registered.get(str(item["key"]))) for item in raw]
 
     async def remove_schedule(self, kind: str, schedule_id: str) -> bool:
         """Remove a scheduler and its waiting next job; False if there was none."""

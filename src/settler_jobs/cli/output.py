@@ -104,10 +104,14 @@ def emit_usage(usage: TenantUsage, as_json: bool) -> None:
         return
     quota = str(usage.quota) if usage.quota else "unlimited"
     cap = str(usage.cap) if usage.cap else "none"
-    table = Table(
-        title=f"{usage.tenant_id} ({usage.tier}): waiting {usage.waiting} of quota {quota}, "
-        f"running {usage.active} (cap {cap} per lane), cap hits {usage.cap_hits}"
+    # One line of its own: as a table title it would wrap to the (narrow) table's width.
+    _console.print(
+        f"{usage.tenant_id} ({usage.tier}): waiting {usage.waiting} of quota {quota}, "
+        f"running {usage.active} (cap {cap} per lane), cap hits {usage.cap_hits}",
+        soft_wrap=True,
+        highlight=False,
     )
+    table = Table()
     table.add_column("queue", no_wrap=True)
     for heading in ("waiting", "running", "parked", "cap hits"):
         table.add_column(heading, justify="right")

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -170,18 +170,7 @@ class LaneWorker:
         Returns False if jobs had to be interrupted; the stalled-job check hands those
         back to another worker once their locks expire.
         """
-        closing = asyncio.ensure_future(self.loop.close(grace_s))
-        # Every wait below is bounded: a shutdown must end even if a connection hangs.
-        done, _ = await asyncio.wait({closing}, timeout=grace_s + _CLOSE_TIMEOUT_S)
-        clean = closing.result() if done else False
-        pending = [closing, *self._hooks]
-        _, stuck = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
-        for task in stuck:
-            log.warning("lane.close_timeout", extra={"queue": self.queue, "task": where(task)})
-            task.cancel()
-        if stuck:
-            await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
-            clean = False
+        clean = await close_bounded(self.queue, self.loop.close(grace_s), self._hooks, grace_s)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.aclose(), _CLOSE_TIMEOUT_S)
         return clean
@@ -191,6 +180,29 @@ def _caps(settings: Settings) -> dict[str, int] | None:
     """The tier caps the lane's pop enforces; None (bullmq's own pop) when there are none."""
     caps = {t: n for t, n in settings.tenant_concurrency_caps.items() if n > 0}
     return caps if settings.fair_share and caps else None
+
+
+async def close_bounded(
+    queue: str,
+    closing: Coroutine[Any, Any, bool],
+    hooks: Iterable[asyncio.Future[Any]],
+    grace_s: float,
+    *,
+    slack_s: float = _CLOSE_TIMEOUT_S,
+) -> bool:
+    """Await a lane loop's `close` and the lane's failure hooks, every wait bounded (a
+    shutdown must end even if a connection hangs); False if anything had to be cut."""
+    task = asyncio.ensure_future(closing)
+    done, _ = await asyncio.wait({task}, timeout=grace_s + slack_s)
+    clean = task.result() if done else False
+    _, stuck = await asyncio.wait([task, *hooks], timeout=_CLOSE_TIMEOUT_S)
+    for pending in stuck:
+        log.warning("lane.close_timeout", extra={"queue": queue, "task": where(pending)})
+        pending.cancel()
+    if stuck:
+        await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
+        clean = False
+    return clean
 
 
 def where(task: asyncio.Future[Any]) -> str:

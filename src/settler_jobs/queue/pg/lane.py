@@ -23,7 +23,13 @@ from bullmq.job_scheduler import JobScheduler
 
 from settler_jobs.config import Settings
 from settler_jobs.domain import JobState
-from settler_jobs.queue.lane import ActiveJob, AttemptFailed, FailureHook, Processor, where
+from settler_jobs.queue.lane import (
+    ActiveJob,
+    AttemptFailed,
+    FailureHook,
+    Processor,
+    close_bounded,
+)
 from settler_jobs.queue.pg.base import record_of
 from settler_jobs.queue.pg.lane_loop import Claimed, PgLaneLoop, PgLaneOptions
 from settler_jobs.queue.pg.listen import Listener
@@ -31,7 +37,6 @@ from settler_jobs.queue.pg.pool import BROKEN, PgPool
 from settler_jobs.records import JobRecord
 
 log = logging.getLogger("settler_jobs.queue")
-_CLOSE_TIMEOUT_S: Final = 10.0
 _RESEND_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _STACK_LIMIT: Final = 10
 
@@ -219,18 +224,10 @@ class PgLaneWorker:
         Returns False if jobs had to be interrupted; the stalled check hands those back
         once their locks expire. The pool and listener belong to the caller.
         """
-        closing = asyncio.ensure_future(self.loop.close(grace_s))
-        done, _ = await asyncio.wait({closing}, timeout=grace_s + _CLOSE_TIMEOUT_S + 10)
-        clean = closing.result() if done else False
-        pending = [closing, *self._hooks]
-        _, stuck = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
-        for task in stuck:
-            log.warning("lane.close_timeout", extra={"queue": self.queue, "task": where(task)})
-            task.cancel()
-        if stuck:
-            await asyncio.wait(stuck, timeout=_CLOSE_TIMEOUT_S)
-            clean = False
-        return clean
+        # The loop may wait up to 10 s more for its driver's last statement.
+        return await close_bounded(
+            self.queue, self.loop.close(grace_s), self._hooks, grace_s, slack_s=20.0
+        )
 
 
 def _backoff_delay(backoff: Any) -> int | None:

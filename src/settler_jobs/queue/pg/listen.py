@@ -74,6 +74,11 @@ class Listener:
                 log.warning("pg.listen_lost", extra={"error": str(exc)})
                 await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
                 attempt += 1
+            except Exception:  # anything else: listen again rather than go deaf for good
+                self._connected.clear()
+                log.exception("pg.listen_failed")
+                await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+                attempt += 1
             finally:
                 self._connected.clear()
                 with contextlib.suppress(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -16,7 +17,28 @@ if TYPE_CHECKING:
     from settler_jobs.dlq.store import DlqEntry
     from settler_jobs.records import JobRecord, QueueCounts, TenantUsage
 
-_console = Console()
+_PIPE_WIDTH = 200
+_ID_COLUMNS = frozenset({"id", "job", "schedule"})
+
+
+def _make_console() -> Console:
+    # Rich lays out for 80 columns when stdout is not a terminal; piped tables are read by
+    # people and by grep, so give them room unless COLUMNS says otherwise.
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=_PIPE_WIDTH)
+    return console
+
+
+_console = _make_console()
+
+
+def _keep_ids_whole(table: Table, rows: Sequence[Sequence[str]]) -> None:
+    """Ids are what a reader copies into the next command: never shorten them."""
+    for i, column in enumerate(table.columns):
+        if str(column.header) in _ID_COLUMNS:
+            column.no_wrap = True
+            column.min_width = max((len(row[i]) for row in rows), default=0)
 
 
 def _default(value: Any) -> Any:
@@ -68,8 +90,8 @@ def emit_jobs(jobs: Sequence[JobRecord], as_json: bool) -> None:
         emit([j.as_dict() for j in jobs])
         return
     table = Table("id", "queue", "state", "tenant", "tier", "attempts", "created")
-    for j in jobs:
-        table.add_row(
+    cells = [
+        [
             j.id,
             j.queue,
             j.state.value,
@@ -77,7 +99,12 @@ def emit_jobs(jobs: Sequence[JobRecord], as_json: bool) -> None:
             j.tier or "-",
             f"{j.attempts_made}/{j.max_attempts}",
             _when(j.created_at_ms),
-        )
+        ]
+        for j in jobs
+    ]
+    for row in cells:
+        table.add_row(*row)
+    _keep_ids_whole(table, cells)
     _console.print(table)
 
 
@@ -136,8 +163,8 @@ def emit_dlq(entries: Sequence[DlqEntry], as_json: bool, *, detail: bool = False
         _console.print(table)
         return
     table = Table("id", "kind", "job", "tenant", "error", "attempts", "status", "failed at")
-    for e in entries:
-        table.add_row(
+    cells = [
+        [
             e.id,
             e.kind,
             e.job_id,
@@ -146,7 +173,12 @@ def emit_dlq(entries: Sequence[DlqEntry], as_json: bool, *, detail: bool = False
             str(e.attempts),
             e.status.value,
             e.last_failed_at.isoformat(timespec="seconds"),
-        )
+        ]
+        for e in entries
+    ]
+    for row in cells:
+        table.add_row(*row)
+    _keep_ids_whole(table, cells)
     _console.print(table)
 
 
@@ -156,6 +188,8 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
         emit(list(rows))
         return
     table = Table(*rows[0])
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+    cells = [[str(v) for v in row.values()] for row in rows]
+    for row_cells in cells:
+        table.add_row(*row_cells)
+    _keep_ids_whole(table, cells)
     _console.print(table)

@@ -241,3 +241,22 @@ async def test_a_large_bulk_submit_is_written_in_bounded_chunks(settings: Settin
         assert counts["bulk"] == 2500
         with pytest.raises(ValueError, match="offset"):
             await sys_.queue.list_jobs(offset=10_001)
+
+
+async def test_a_list_of_waiting_jobs_reads_the_last_to_run_first(settings: Settings) -> None:
+    # Both backends read each lane's window as bullmq's getJobs does (highest score
+    # first), then sort the page by creation: the same jobs on Redis and PostgreSQL.
+    registry = Registry([_recording_kind("listed", [])])
+    classes = [P.LOW, P.CRITICAL, P.NORMAL, P.HIGH]
+    async with system(settings, registry, start=False) as sys_:
+        done = [
+            await sys_.queue.submit(
+                Submission("listed", {"label": str(i)}, f"t{i}", T.GROWTH, classes[i % 4])
+            )
+            for i in range(12)
+        ]
+        page = await sys_.queue.list_jobs(kind="listed", state=JobState.WAITING, limit=5)
+    ranked = sorted(range(12), key=lambda i: (done[i].job.bullmq_priority, i), reverse=True)
+    assert {j.id for j in page} == {done[i].job.id for i in ranked[:5]}
+    created = [j.created_at_ms for j in page]
+    assert created == sorted(created, reverse=True)

@@ -33,11 +33,12 @@ _ORDER: Final[dict[JobState, str]] = {
     JobState.COMPLETED: "finished_at_ms DESC, seq DESC",
     JobState.FAILED: "finished_at_ms DESC, seq DESC",
 }
-# Newest first, for list_jobs (waiting and delayed jobs have no index in that order: a
-# lane's rows in that state are scanned, and only the first few kept).
+# The window of each (lane, state) list_jobs reads, as on Redis (bullmq's getJobs reads
+# each zset from its highest score): waiting and delayed jobs last-to-run first, which
+# bullmq's indexes serve backwards, so a page costs the same behind a million jobs.
 _NEWEST: Final[dict[JobState, str]] = {
-    JobState.WAITING: "seq DESC",
-    JobState.DELAYED: "seq DESC",
+    JobState.WAITING: "priority DESC, seq DESC",
+    JobState.DELAYED: "process_at_ms DESC, seq DESC",
     JobState.ACTIVE: "processed_at_ms DESC NULLS LAST, seq DESC",
     JobState.COMPLETED: "finished_at_ms DESC, seq DESC",
     JobState.FAILED: "finished_at_ms DESC, seq DESC",

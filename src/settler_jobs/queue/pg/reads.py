@@ -44,6 +44,10 @@ _NEWEST: Final[dict[JobState, str]] = {
     JobState.FAILED: "finished_at_ms DESC, seq DESC",
 }
 _BACKLOG_STATES: Final = ("waiting", "delayed", "active")
+COUNT_CACHE_FROM_JOBS: Final = 100_000
+"""Jobs in the schema from which counts are shared between callers (see `counts`)."""
+COUNT_CACHE_AGE_MS: Final = 2_000
+"""How old shared counts may be."""
 
 
 class PgReader(PgSql):
@@ -192,19 +196,25 @@ class PgReader(PgSql):
         return {q: [(c, f) for c, f in cells] for q, cells in grid.items()}
 
     async def counts(self) -> list[QueueCounts]:
-        """Per-lane counts by state and the age of the oldest waiting job."""
+        """Per-lane counts by state and the age of the oldest waiting job.
+
+        Exact while the schema holds fewer than COUNT_CACHE_FROM_JOBS jobs; beyond that
+        (a count is a scan) one process recounts at a time and the figures may be up to
+        COUNT_CACHE_AGE_MS old (`settler_counts` in queue/pg/sql/0101_counts.sql).
+        """
         now_ms = int(time.time() * 1000)
         queues = self._registry.queues()
         async with pg_errors():
             rows = await self._rows(
-                "SELECT queue, state::text AS state, count(*) AS n,"
-                " min(added_at_ms) FILTER (WHERE state = 'waiting') AS oldest"
-                " FROM job WHERE queue = ANY(%s) GROUP BY 1, 2",
-                (queues,),
+                "SELECT lane AS queue, lane_state AS state, jobs AS n, oldest_ms AS oldest"
+                " FROM settler_counts(%s, %s, %s)",
+                (now_ms, COUNT_CACHE_FROM_JOBS, COUNT_CACHE_AGE_MS),
             )
         counts: dict[str, dict[str, int]] = {q: {s.value: 0 for s in _STATES} for q in queues}
         oldest: dict[str, int] = {}
         for row in rows:
+            if str(row["queue"]) not in counts:
+                continue
             state = JobState.from_bullmq(str(row["state"])).value
             if state in counts[str(row["queue"])]:
                 counts[str(row["queue"])][state] += int(row["n"])

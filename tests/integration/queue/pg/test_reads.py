@@ -8,7 +8,7 @@ import pytest
 
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import InvalidJob, NotFound
-from settler_jobs.queue.pg import PgJobQueue
+from settler_jobs.queue.pg import PgJobQueue, reads
 from settler_jobs.records import Submission
 from tests.integration.queue.pg.sql import sql
 
@@ -163,3 +163,29 @@ async def test_browse_reads_at_most_scan_limit_jobs_per_page(pg_queue: PgJobQueu
     assert rest.scanned == 3  # globex's last two, then acme's
     newest = await pg_queue.list_jobs(limit=2)
     assert [j.id for j in newest] == [mine.job.id, others[-1].job.id]
+
+
+async def _waiting(queue: PgJobQueue) -> int:
+    return sum(c.counts["waiting"] for c in await queue.counts())
+
+
+async def test_counts_of_a_big_schema_are_shared_for_a_moment(
+    pg_queue: PgJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reads, "COUNT_CACHE_FROM_JOBS", 10)  # "big" from 10 jobs on
+    monkeypatch.setattr(reads, "COUNT_CACHE_AGE_MS", 600_000)
+    await pg_queue.submit_bulk([_sub("alpha", "t1", str(i)) for i in range(12)])
+    assert await _waiting(pg_queue) == 12  # counted, and kept for the others
+    await pg_queue.submit_bulk([_sub("alpha", "t1", f"more-{i}") for i in range(3)])
+    assert await _waiting(pg_queue) == 12  # the shared figures, still young
+    # Another caller recounting (it holds the lock): old figures rather than a second scan.
+    monkeypatch.setattr(reads, "COUNT_CACHE_AGE_MS", 0)
+    async with pg_queue.pool.connection() as other, other.transaction():
+        await other.execute("SELECT pg_advisory_xact_lock(1396919892, hashtext(current_schema()))")
+        assert await _waiting(pg_queue) == 12
+    assert await _waiting(pg_queue) == 15  # too old: recounted
+    # Below the threshold counts are exact again, and the shared figures are dropped.
+    monkeypatch.setattr(reads, "COUNT_CACHE_FROM_JOBS", 1_000)
+    await pg_queue.submit(_sub("beta", "t2", "one"))
+    assert await _waiting(pg_queue) == 16
+    assert await sql(pg_queue, "SELECT total FROM settler_count_cache") == []

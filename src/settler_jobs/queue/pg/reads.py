@@ -43,7 +43,7 @@ _NEWEST: Final[dict[JobState, str]] = {
     JobState.COMPLETED: "finished_at_ms DESC, seq DESC",
     JobState.FAILED: "finished_at_ms DESC, seq DESC",
 }
-_BACKLOG_STATES: Final = ("waiting", "delayed", "active")
+_BACKLOG_STATES: Final = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE)
 COUNT_CACHE_FROM_JOBS: Final = 100_000
 """Jobs in the schema from which counts are shared between callers (see `counts`)."""
 COUNT_CACHE_AGE_MS: Final = 2_000
@@ -276,14 +276,19 @@ class PgReader(PgSql):
         """
         per_lane = max(1, min(per_lane, 10_000))
         async with pg_errors():
+            # One branch per state, the state a literal: each then reads its partial index
+            # in its order and stops after per_lane + 1 rows, whatever the backlog.
+            parts = [
+                f"(SELECT l.queue, '{st.value}' AS state, j.tenant, j.added_at_ms, j.rank"
+                " FROM unnest(%(lanes)s::text[]) AS l(queue) CROSS JOIN LATERAL"
+                " (SELECT data->>'tenantId' AS tenant, added_at_ms,"
+                f" row_number() OVER (ORDER BY {_ORDER[st]}) AS rank FROM job"
+                f" WHERE job.queue = l.queue AND job.state = '{st.value}'"
+                f" ORDER BY {_ORDER[st]} LIMIT %(n)s) AS j)"
+                for st in _BACKLOG_STATES
+            ]
             rows = await self._rows(
-                "SELECT l.queue, s.state, j.tenant, j.added_at_ms, j.rank FROM"
-                " unnest(%s::text[]) AS l(queue) CROSS JOIN unnest(%s::text[]) AS s(state)"
-                " CROSS JOIN LATERAL (SELECT data->>'tenantId' AS tenant, added_at_ms,"
-                "   row_number() OVER (ORDER BY priority, seq) AS rank FROM job"
-                "   WHERE job.queue = l.queue AND job.state::text = s.state"
-                "   ORDER BY priority, seq LIMIT %s) AS j",
-                (self._registry.queues(), list(_BACKLOG_STATES), per_lane + 1),
+                " UNION ALL ".join(parts), {"lanes": self._registry.queues(), "n": per_lane + 1}
             )
         truncated = any(int(r["rank"]) > per_lane for r in rows)
         kept = [r for r in rows if int(r["rank"]) <= per_lane]

@@ -9,6 +9,7 @@ classed (`priorityClass`, optional `timeoutMs`). A Node producer that writes
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -18,6 +19,8 @@ from settler_jobs.errors import InvalidJob, PayloadTooLarge, PermanentFailure
 
 _MAX_TIMEOUT_MS: Final = 86_400_000
 RESERVED_KEYS: Final = frozenset({"tenantId", "tenantTier", "jobId", "priorityClass", "timeoutMs"})
+NUL_ESCAPE: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""An escaped NUL (U+0000) in JSON text, not a literal backslash followed by "u0000"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,10 @@ def encoded_size(data: Mapping[str, Any], limit: int) -> int:
         raise InvalidJob(f"job data is not JSON-serialisable: {exc}") from None
     if size > limit:
         raise PayloadTooLarge(size, limit)
+    if "\\u0000" in text and NUL_ESCAPE.search(text):
+        # PostgreSQL's json and text types cannot hold U+0000: refused on every backend,
+        # so a job accepted on one is accepted on the other.
+        raise InvalidJob("job data must not contain NUL characters (U+0000)")
     return size
 
 

@@ -66,6 +66,36 @@ async def test_validation_errors_name_the_field(api: LiveApi) -> None:
     assert bad_json.status_code == 422
 
 
+async def test_a_nul_in_any_json_string_is_422_and_nothing_is_stored(api: LiveApi) -> None:
+    key = await api.tenant_key("acme")
+    headers = auth(key) | {"content-type": "application/json"}
+    bodies = [
+        ("/v1/jobs", b'{"kind": "cache-warming", "data": {"x": "a\\u0000b"}}'),
+        ("/v1/webhooks/endpoints", b'{"url": "https://hooks.example/\\u0000"}'),
+        ("/v1/reconciliations", b'{"name": "n\\u0000"}'),
+    ]
+    for path, body in bodies:
+        answer = await api.http.post(path, content=body, headers=headers)
+        assert answer.status_code == 422, path
+        assert answer.json() == {
+            "error": "invalid_input",
+            "detail": "request strings must not contain NUL characters (U+0000)",
+        }
+
+    async def split() -> AsyncIterator[bytes]:  # the escape cut between two chunks
+        yield b'{"kind": "cache-warming", "data": {"x": "a\\u00'
+        yield b'00"}}'
+
+    answer = await api.http.post("/v1/jobs", content=split(), headers=headers)
+    assert answer.status_code == 422
+    listed = await api.http.get("/v1/jobs", headers=auth(key))
+    assert listed.json()["jobs"] == []
+    # An escaped backslash followed by "u0000" is text, not a NUL.
+    email = {"to": "ann@example.com", "template": "welcome", "data": {"name": "C:\\u0000dir"}}
+    text = {"kind": "email-sending", "data": email}
+    assert (await api.http.post("/v1/jobs", json=text, headers=auth(key))).status_code == 201
+
+
 async def test_rate_limit_answers_429_with_retry_after(api_settings: Settings) -> None:
     limited = api_settings.model_copy(
         update={"api_rate_limits": {"free": 0.5, "enterprise": 0.0}, "api_rate_burst_s": 4.0}

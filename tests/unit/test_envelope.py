@@ -129,3 +129,14 @@ def test_parse_is_read_as_an_envelope() -> None:
     assert tuple(getattr(envelope.parse(data), f) for f in envelope.Envelope.__slots__) == (
         envelope.read(data)
     )
+
+
+@pytest.mark.parametrize("value", ["a\x00b", {"deep": ["x", "\x00"]}, "\\\x00", "\x00"])
+def test_nul_characters_are_refused_on_every_backend(value: object) -> None:
+    with pytest.raises(InvalidJob, match="NUL"):
+        envelope.encoded_size({"v": value}, 10_000)
+
+
+@pytest.mark.parametrize("value", ["\\u0000", "a\\\\u0000", "\x01 and \\u0000"])
+def test_the_text_of_an_escape_is_not_a_nul(value: str) -> None:
+    assert envelope.encoded_size({"v": value}, 10_000) > 0

@@ -67,6 +67,7 @@ _HTTP_CODES: Final[dict[int, str]] = {
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    422: "invalid_input",
     429: "rate_limited",
 }
 

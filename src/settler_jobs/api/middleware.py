@@ -2,11 +2,15 @@
 
 The body limit counts the bytes actually received, so a chunked body (no
 Content-Length) is cut off as soon as it passes the limit, not after it was buffered.
+The same pass refuses JSON strings holding NUL (U+0000, `\\u0000` in the text): neither
+PostgreSQL's text nor its json types can store one, so every endpoint answers 422 up front
+instead of failing halfway on one database and not the other.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -24,6 +28,41 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than {limit} bytes")
 
 
+class NulInBody(HTTPException):
+    """A JSON string of the request body holds U+0000 (422)."""
+
+    def __init__(self) -> None:
+        super().__init__(422, "request strings must not contain NUL characters (U+0000)")
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_CARRY = 64  # bytes of the previous chunk kept, for an escape split between chunks
+
+
+class NulScan:
+    """Finds an escaped NUL in a body read chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def found(self, chunk: bytes) -> bool:
+        """True if the body so far, ending with `chunk`, holds an escaped NUL."""
+        if b"\\" not in chunk and b"\\" not in self._tail:
+            self._tail = b""
+            return False
+        window = self._tail + chunk
+        self._tail = window[-_CARRY:]
+        return _NUL_ESCAPE.search(window) is not None
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media = bytes(value).split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -35,13 +74,16 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 async def _send_too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": "body_too_large", "detail": f"request body is larger than {limit} bytes"}
-    ).encode()
+    detail = f"request body is larger than {limit} bytes"
+    await _send_error(send, 413, "body_too_large", detail)
+
+
+async def _send_error(send: Send, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"error": code, "detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -53,7 +95,8 @@ async def _send_too_large(send: Send, limit: int) -> None:
 
 
 class BodyLimit:
-    """Answer 413 to requests whose body is (declared or turns out) larger than `limit`."""
+    """Answer 413 to requests whose body is (declared or turns out) larger than `limit`,
+    and 422 to JSON bodies with an escaped NUL in them."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -67,18 +110,7 @@ class BodyLimit:
         if declared is not None and declared > self.limit:
             await _send_too_large(send, self.limit)
             return
-        received = 0
         started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    # An HTTPException: FastAPI's body reader re-raises it unchanged.
-                    raise BodyTooLarge(self.limit)
-            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -87,11 +119,35 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, self._checked(receive, _is_json(scope)), tracking_send)
         except BodyTooLarge:
             if started:
                 raise
             await _send_too_large(send, self.limit)
+        except NulInBody as exc:
+            if started:
+                raise
+            await _send_error(send, 422, "invalid_input", exc.detail)
+
+    def _checked(self, receive: Receive, json_body: bool) -> Receive:
+        """`receive` that raises once the body passes the limit or (JSON) holds a NUL."""
+        received = 0
+        nul = NulScan()
+
+        async def checked_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                # HTTPExceptions: FastAPI's body reader re-raises them unchanged.
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+                if json_body and nul.found(chunk):
+                    raise NulInBody()
+            return message
+
+        return checked_receive
 
 
 class ApiMetrics:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from settler_jobs import errors
 from settler_jobs.domain import validate_tenant_id
+from settler_jobs.envelope import NUL_ESCAPE
 from settler_jobs.storage.webhook_tables import (
     WebhookAttemptRow,
     WebhookDeliveryRow,
@@ -25,7 +26,6 @@ from settler_jobs.webhooks.endpoints import list_endpoints
 from settler_jobs.webhooks.values import (
     ACTIVE,
     MAX_PAYLOAD_BYTES,
-    NUL_RE,
     Attempt,
     Delivery,
     DeliveryStatus,
@@ -115,7 +115,7 @@ def _json_copy(payload: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"payload is not JSON-serialisable: {exc}") from None
     if size > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload is {size} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES}")
-    if NUL_RE.search(text):
+    if NUL_ESCAPE.search(text):
         raise ValueError("payload strings must not contain NUL characters")
     copied: dict[str, Any] = json.loads(text)
     return copied

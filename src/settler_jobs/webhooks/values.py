@@ -32,7 +32,6 @@ ALL_EVENTS: Final = "*"
 GONE_REASON: Final = "receiver answered 410 Gone"
 DISABLED_KIND: Final = "webhook_endpoint_disabled"
 _EVENT_TYPE_RE: Final = re.compile(r"^[a-z0-9_.-]{1,128}$")
-NUL_RE: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL in JSON text
 
 
 class DeliveryStatus(StrEnum):

@@ -260,3 +260,18 @@ async def test_a_list_of_waiting_jobs_reads_the_last_to_run_first(settings: Sett
     assert {j.id for j in page} == {done[i].job.id for i in ranked[:5]}
     created = [j.created_at_ms for j in page]
     assert created == sorted(created, reverse=True)
+
+
+async def test_a_nul_character_is_refused_alike_on_both_backends(settings: Settings) -> None:
+    # PostgreSQL cannot store U+0000 in JSON; Redis could, but a job must not be valid
+    # on one backend and not the other.
+    registry = Registry([_recording_kind("nul", [])])
+    async with system(settings, registry, start=False) as sys_:
+        with pytest.raises(InvalidJob, match="NUL"):
+            await sys_.queue.submit_bulk(
+                [
+                    Submission("nul", {"label": "fine"}, "t1", T.FREE),
+                    Submission("nul", {"label": "a\x00b"}, "t1", T.FREE),
+                ]
+            )
+        assert all(sum(c.counts.values()) == 0 for c in await sys_.queue.counts())

@@ -61,6 +61,8 @@ async def serve(
                 "lanes": ",".join(runtime.lanes),
                 "data_dir": str(settings.data_dir),
                 "embedded_redis": services.embedded is not None,
+                # Where a Node producer (ioredis `path`) reaches the embedded Redis.
+                "redis_socket": str(services.embedded.socket_path) if services.embedded else "-",
                 "metrics": f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
                 if settings.metrics_port
                 else "off",

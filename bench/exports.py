@@ -78,6 +78,8 @@ async def insert_postgres(url: str, tenant: str, count: int, offset: int) -> Non
 
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
+        if offset == 0:  # the first seed: rows of an earlier run would be exported too
+            await connection.execute("TRUNCATE audit_logs")
         await connection.copy_records_to_table(
             "audit_logs", records=_rows(tenant, count, offset), columns=list(COLUMNS)
         )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from settler_jobs.errors import PermanentFailure
 from settler_jobs.exports import datasets
 from settler_jobs.exports.copy_rows import copy_rows, copy_supported
-from settler_jobs.exports.render import CsvRenderer, PdfRenderer, Renderer, Sink
+from settler_jobs.exports.render import CsvRenderer, Renderer, Sink
 from settler_jobs.exports.rows import stream_rows
 from settler_jobs.exports.store import Export, ExportFormat, storage_key
 from settler_jobs.storage.files import ObjectStore
@@ -52,6 +52,8 @@ def _renderer(export: Export, sink: Sink, now: datetime) -> Renderer:
         ("Generated", now.astimezone(UTC).isoformat(timespec="seconds")),
         ("Export", export.id),
     ]
+    from settler_jobs.exports.render_pdf import PdfRenderer  # fpdf2: loaded on first use
+
     return PdfRenderer(sink, title=f"Export: {export.dataset}", meta=meta)
 
 

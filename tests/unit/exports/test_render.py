@@ -13,13 +13,13 @@ from pypdf import PdfReader
 
 from settler_jobs.exports.render import (
     CsvRenderer,
-    PdfRenderer,
     Sink,
     _csv_row,
     _csv_rows,
     cell_text,
     csv_cell,
 )
+from settler_jobs.exports.render_pdf import PdfRenderer
 
 FULLWIDTH_EQUALS, FULLWIDTH_PLUS, FULLWIDTH_MINUS, FULLWIDTH_AT = (
     "\uff1d",

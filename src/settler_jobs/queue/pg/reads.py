@@ -46,8 +46,9 @@ _NEWEST: Final[dict[JobState, str]] = {
 _BACKLOG_STATES: Final = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE)
 COUNT_CACHE_FROM_JOBS: Final = 100_000
 """Jobs in the schema from which counts are shared between callers (see `counts`)."""
-COUNT_CACHE_AGE_MS: Final = 2_000
-"""How old shared counts may be."""
+COUNT_CACHE_AGE_MS: Final = 10_000
+"""How old shared counts may be: longer than the depth loop's 5 s, so on a busy fleet the
+workers keep the figures fresh and an API call (its statements bounded) rarely recounts."""
 
 
 class PgReader(PgSql):

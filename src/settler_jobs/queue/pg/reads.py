@@ -10,6 +10,8 @@ import time
 from dataclasses import replace
 from typing import Any, Final
 
+import psycopg
+
 from settler_jobs.domain import JobState
 from settler_jobs.queue.pg.pool import pg_errors
 from settler_jobs.queue.pg.record import COLUMNS, record_from
@@ -201,16 +203,28 @@ class PgReader(PgSql):
 
         Exact while the schema holds fewer than COUNT_CACHE_FROM_JOBS jobs; beyond that
         (a count is a scan) one process recounts at a time and the figures may be up to
-        COUNT_CACHE_AGE_MS old (`settler_counts` in queue/pg/sql/0101_counts.sql).
+        COUNT_CACHE_AGE_MS old (`settler_counts` in queue/pg/sql/0101_counts.sql). A recount
+        cut by this pool's statement limit (the API's) answers the last shared figures.
         """
         now_ms = int(time.time() * 1000)
         queues = self._registry.queues()
         async with pg_errors():
-            rows = await self._rows(
-                "SELECT lane AS queue, lane_state AS state, jobs AS n, oldest_ms AS oldest"
-                " FROM settler_counts(%s, %s, %s)",
-                (now_ms, COUNT_CACHE_FROM_JOBS, COUNT_CACHE_AGE_MS),
-            )
+            try:
+                rows = await self._rows(
+                    "SELECT lane AS queue, lane_state AS state, jobs AS n, oldest_ms AS oldest"
+                    " FROM settler_counts(%s, %s, %s)",
+                    (now_ms, COUNT_CACHE_FROM_JOBS, COUNT_CACHE_AGE_MS),
+                )
+            except psycopg.errors.QueryCanceled:
+                # A recount outlasted this pool's statement limit (the API's): the last
+                # shared figures, however old, rather than an error.
+                rows = await self._rows(
+                    "SELECT e->>0 AS queue, e->>1 AS state, (e->>2)::bigint AS n,"
+                    " (e->>3)::bigint AS oldest"
+                    " FROM settler_count_cache c, jsonb_array_elements(c.counts) AS e"
+                )
+                if not rows:
+                    raise
         counts: dict[str, dict[str, int]] = {q: {s.value: 0 for s in _STATES} for q in queues}
         oldest: dict[str, int] = {}
         for row in rows:

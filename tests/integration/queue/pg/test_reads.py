@@ -6,9 +6,12 @@ import time
 
 import pytest
 
+from settler_jobs.config import Settings
 from settler_jobs.domain import JobState, Tier
 from settler_jobs.errors import InvalidJob, NotFound
+from settler_jobs.kinds import Registry
 from settler_jobs.queue.pg import PgJobQueue, reads
+from settler_jobs.queue.pg.open import queue_pool
 from settler_jobs.records import Submission
 from tests.integration.queue.pg.sql import sql
 
@@ -189,3 +192,26 @@ async def test_counts_of_a_big_schema_are_shared_for_a_moment(
     await pg_queue.submit(_sub("beta", "t2", "one"))
     assert await _waiting(pg_queue) == 16
     assert await sql(pg_queue, "SELECT total FROM settler_count_cache") == []
+
+
+async def test_a_recount_cut_by_the_statement_limit_answers_the_last_figures(
+    pg_queue: PgJobQueue,
+    pg_settings: Settings,
+    pg_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reads, "COUNT_CACHE_FROM_JOBS", 10)
+    monkeypatch.setattr(reads, "COUNT_CACHE_AGE_MS", 0)  # every call recounts
+    await pg_queue.submit_bulk([_sub("alpha", "t1", str(i)) for i in range(12)])
+    assert await _waiting(pg_queue) == 12
+    await pg_queue.submit_bulk([_sub("alpha", "t1", f"more-{i}") for i in range(3)])
+    # The API's pool bounds statements; a recount stuck behind a lock is cut by it.
+    api = PgJobQueue(pg_registry, pg_settings, queue_pool(pg_settings, timeout_s=0.3))
+    try:
+        await api.ready()
+        async with pg_queue.pool.connection() as other, other.transaction():
+            await other.execute("LOCK TABLE job IN ACCESS EXCLUSIVE MODE")
+            assert await _waiting(api) == 12  # the last shared figures, not an error
+        assert await _waiting(api) == 15
+    finally:
+        await api.close()

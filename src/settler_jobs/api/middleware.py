@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from settler_jobs.envelope import NUL_ESCAPE
+
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -35,7 +37,7 @@ class NulInBody(HTTPException):
         super().__init__(422, "request strings must not contain NUL characters (U+0000)")
 
 
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_ESCAPE = re.compile(NUL_ESCAPE.pattern.encode())  # the job data check, on bytes
 _CARRY = 64  # bytes of the previous chunk kept, for an escape split between chunks
 
 

@@ -33,12 +33,16 @@ def _make_console() -> Console:
 _console = _make_console()
 
 
-def _keep_ids_whole(table: Table, rows: Sequence[Sequence[str]]) -> None:
-    """Ids are what a reader copies into the next command: never shorten them."""
+def _print_rows(table: Table, rows: Sequence[Sequence[str]]) -> None:
+    """Add `rows` to `table` and print it; id columns are never shortened, since an id is
+    what a reader copies into the next command."""
+    for row in rows:
+        table.add_row(*row)
     for i, column in enumerate(table.columns):
         if str(column.header) in _ID_COLUMNS:
             column.no_wrap = True
             column.min_width = max((len(row[i]) for row in rows), default=0)
+    _console.print(table)
 
 
 def _default(value: Any) -> Any:
@@ -102,10 +106,7 @@ def emit_jobs(jobs: Sequence[JobRecord], as_json: bool) -> None:
         ]
         for j in jobs
     ]
-    for row in cells:
-        table.add_row(*row)
-    _keep_ids_whole(table, cells)
-    _console.print(table)
+    _print_rows(table, cells)
 
 
 def emit_counts(counts: Sequence[QueueCounts], as_json: bool) -> None:
@@ -176,10 +177,7 @@ def emit_dlq(entries: Sequence[DlqEntry], as_json: bool, *, detail: bool = False
         ]
         for e in entries
     ]
-    for row in cells:
-        table.add_row(*row)
-    _keep_ids_whole(table, cells)
-    _console.print(table)
+    _print_rows(table, cells)
 
 
 def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
@@ -188,8 +186,4 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
         emit(list(rows))
         return
     table = Table(*rows[0])
-    cells = [[str(v) for v in row.values()] for row in rows]
-    for row_cells in cells:
-        table.add_row(*row_cells)
-    _keep_ids_whole(table, cells)
-    _console.print(table)
+    _print_rows(table, [[str(v) for v in row.values()] for row in rows])

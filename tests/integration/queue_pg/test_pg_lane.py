@@ -221,26 +221,26 @@ async def test_a_failed_read_of_the_next_delay_does_not_stop_the_lane(
 
     registry = Registry([JobKind("horizon", work)])
     async with pg_system(pg_settings, registry) as s:
-        await _execute(
-            s,
-            "CREATE OR REPLACE FUNCTION next_delay(p_queue text) RETURNS bigint "
-            "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'horizon unavailable'; END $$",
-        )
+        await _define_next_delay(s, "plpgsql", "BEGIN RAISE EXCEPTION 'horizon unavailable'; END")
         # Each drained claim now reads a failing horizon; the lane must go on regardless.
         for n in range(1, 4):
             await s.queue.submit(Submission("horizon", {"n": n}, "t1", Tier.FREE))
             await eventually(lambda: _value(len(seen)), functools.partial(operator.eq, n))
-        await _execute(
+        await _define_next_delay(  # bullmq's own body again
             s,
-            "CREATE OR REPLACE FUNCTION next_delay(p_queue text) RETURNS bigint "
-            "LANGUAGE sql AS $$ SELECT MIN(process_at_ms) FROM job "
-            "WHERE queue = p_queue AND state = 'delayed' $$",
+            "sql",
+            "SELECT MIN(process_at_ms) FROM job WHERE queue = p_queue AND state = 'delayed'",
         )
         await s.queue.submit(Submission("horizon", {"n": 0}, "t1", Tier.FREE, delay_s=0.3))
         await eventually(lambda: _value(0 in seen), bool)
 
 
-async def _execute(s: PgSystem, statement: str) -> None:
+async def _define_next_delay(s: PgSystem, language: str, body: str) -> None:
+    """Replace bullmq's `next_delay` in the test's queue schema."""
+    statement = (
+        "CREATE OR REPLACE FUNCTION next_delay(p_queue text) RETURNS bigint"
+        f" LANGUAGE {language} AS $$ {body} $$"
+    )
     async with s.queue.pool.connection() as conn:
         await conn.execute(statement.encode())
 

@@ -69,14 +69,12 @@ class Listener:
                 async for note in conn.notifies():
                     for callback in list(self._subs.get(note.channel, ())):
                         callback(note.payload)
-            except BROKEN as exc:
+            except Exception as exc:  # lost, or anything else: listen again, never go deaf
                 self._connected.clear()
-                log.warning("pg.listen_lost", extra={"error": str(exc)})
-                await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-                attempt += 1
-            except Exception:  # anything else: listen again rather than go deaf for good
-                self._connected.clear()
-                log.exception("pg.listen_failed")
+                if isinstance(exc, BROKEN):
+                    log.warning("pg.listen_lost", extra={"error": str(exc)})
+                else:
+                    log.exception("pg.listen_failed")
                 await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
                 attempt += 1
             finally:

@@ -48,6 +48,11 @@ _NEWEST: Final[dict[JobState, str]] = {
 _BACKLOG_STATES: Final = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE)
 COUNT_CACHE_FROM_JOBS: Final = 100_000
 """Jobs in the schema from which counts are shared between callers (see `counts`)."""
+_COUNTS: Final = (
+    "SELECT lane AS queue, lane_state AS state, jobs AS n, oldest_ms AS oldest"
+    " FROM settler_counts(%s, %s, %s)"
+)
+_ANY_AGE_MS: Final = 2**62
 COUNT_CACHE_AGE_MS: Final = 10_000
 """How old shared counts may be: longer than the depth loop's 5 s, so on a busy fleet the
 workers keep the figures fresh and an API call (its statements bounded) rarely recounts."""
@@ -211,20 +216,12 @@ class PgReader(PgSql):
         async with pg_errors():
             try:
                 rows = await self._rows(
-                    "SELECT lane AS queue, lane_state AS state, jobs AS n, oldest_ms AS oldest"
-                    " FROM settler_counts(%s, %s, %s)",
-                    (now_ms, COUNT_CACHE_FROM_JOBS, COUNT_CACHE_AGE_MS),
+                    _COUNTS, (now_ms, COUNT_CACHE_FROM_JOBS, COUNT_CACHE_AGE_MS)
                 )
             except psycopg.errors.QueryCanceled:
                 # A recount outlasted this pool's statement limit (the API's): the last
-                # shared figures, however old, rather than an error.
-                rows = await self._rows(
-                    "SELECT e->>0 AS queue, e->>1 AS state, (e->>2)::bigint AS n,"
-                    " (e->>3)::bigint AS oldest"
-                    " FROM settler_count_cache c, jsonb_array_elements(c.counts) AS e"
-                )
-                if not rows:
-                    raise
+                # shared figures, however old (a small schema has none: it recounts).
+                rows = await self._rows(_COUNTS, (now_ms, COUNT_CACHE_FROM_JOBS, _ANY_AGE_MS))
         counts: dict[str, dict[str, int]] = {q: {s.value: 0 for s in _STATES} for q in queues}
         oldest: dict[str, int] = {}
         for row in rows:
